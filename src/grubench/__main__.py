@@ -1,0 +1,35 @@
+"""`python -m grubench +model=NAME [overrides]`: train one model, tracked in MLflow.
+
+`-m` runs a sweep (Hydra multirun), one MLflow child run per job under a parent run.
+"""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from grubench.config import GrubenchError
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from grubench.sweep import mark_job_failed
+    from grubench.train import train
+
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        return train(cfg)
+    except GrubenchError as error:
+        print(f"grubench: error: {error}", file=sys.stderr, flush=True)
+        if multirun:
+            mark_job_failed(str(error))
+            return None
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("grubench: interrupted; the run is recorded KILLED", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Lightning callbacks that measure a run: speed and memory."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import pytorch_lightning as pl
+import torch
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA peak allocated on a GPU, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Throughput(pl.Callback):
+    """Per training epoch, logs
+
+        speed/step_ms              median wall time of one optimiser step (forward, backward, update)
+        speed/train_samples_per_s  training samples / summed step time (validation excluded)
+        speed/epoch_s              wall time of the epoch, validation included
+        mem/peak_mb                peak memory so far (see `peak_memory_mb`)
+
+    On a GPU the step timer synchronises, so a step's time is its kernels' time, not its launch.
+    """
+
+    def __init__(self):
+        self.step_seconds: list[float] = []
+        self.samples = 0
+        self.epoch_start = 0.0
+        self.step_start = 0.0
+        self.summary: dict[str, float] = {}
+
+    def _sync(self, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.step_seconds, self.samples = [], 0
+        self.epoch_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._sync(pl_module)
+        self.step_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._sync(pl_module)
+        self.step_seconds.append(time.perf_counter() - self.step_start)
+        self.samples += len(batch[0])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.step_seconds:
+            return
+        self.summary = {
+            "speed/step_ms": 1000 * statistics.median(self.step_seconds),
+            "speed/train_samples_per_s": self.samples / sum(self.step_seconds),
+            "speed/epoch_s": time.perf_counter() - self.epoch_start,
+            "mem/peak_mb": peak_memory_mb(pl_module.device),
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(self.summary, step=trainer.global_step)
+
+
+class Diverged(RuntimeError):
+    """Training produced a loss that is not a finite number."""
+
+
+class FiniteLoss(pl.Callback):
+    """Stops training with `Diverged` as soon as a training loss is NaN or infinite, so that a
+    diverging run ends FAILED with a clear message instead of training on garbage. The best
+    checkpoint written so far is kept."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise Diverged(
+                f"training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                "lower optim.lr or set trainer.gradient_clip_val"
+            )

@@ -1,0 +1,143 @@
+"""What every data set gives the rest of grubench: a task description and tensor-held splits.
+
+A data set is a LightningDataModule that also describes its task (`TaskSpec`). The model reads
+the spec to size its input encoding and head; the training task reads it to pick the loss, the
+metrics and the chance level. Nothing else about the data leaks out.
+
+Batches are tuples `(x, y)` or `(x, y, mask)`:
+
+    x     [B, T, F] float (real-valued inputs)   or  [B, T] long (token inputs)
+    y     [B] float        regression
+          [B] long         classification
+          [B, T] long      per-step classification
+          [B, T, K] float  per-step multi-label (0/1 targets)
+    mask  [B, T] bool, optional: which steps are real (variable-length sequences)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+
+OutputKind = Literal["regression", "classification", "per_step_classification", "per_step_multilabel"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A data set's description of its task.
+
+    name:          short name used in run names ("adding", "copy", ...)
+    input_kind:    "real" (x is [B, T, input_size] float) or "tokens" (x is [B, T] long ids)
+    input_size:    features per step, or the vocabulary size for token inputs
+    output:        the output kind; decides the head (last step or every step), loss and metrics
+    num_outputs:   1 for regression, the number of classes, or the number of labels
+    seq_len:       time steps per sequence as fed to the model (the longest, if they vary)
+    metric:        the task's main metric, logged as `val/<metric>` and `test/<metric>`
+    chance:        chance-level score of each metric by name, e.g. {"mse": 0.167}
+    metric_last_steps: per-step tasks only: the metric counts only the last N steps
+                   (the recall steps of the copy task); None counts every step
+    """
+
+    name: str
+    input_kind: Literal["real", "tokens"]
+    input_size: int
+    output: OutputKind
+    num_outputs: int
+    seq_len: int
+    metric: str
+    chance: dict
+    metric_last_steps: int | None = None
+
+    @property
+    def per_step(self) -> bool:
+        return self.output.startswith("per_step")
+
+    @property
+    def metric_mode(self) -> str:
+        """"max" when a higher metric is better (accuracy), "min" otherwise (mse, nll, loss)."""
+        return "max" if self.metric == "acc" else "min"
+
+
+class TensorBatches:
+    """Batches of tensors held in memory: an iterable a Trainer accepts as a dataloader.
+
+    Faster than a DataLoader over a TensorDataset for small sets (one slice per batch instead of
+    one index per sample and a collate), with no worker processes. When `shuffle` is set, each
+    pass draws a new order from its own generator, seeded once, so the order is reproducible.
+    """
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.tensors[0])
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield tuple(t[start : start + self.batch_size] for t in self.tensors)
+            else:
+                index = order[start : start + self.batch_size]
+                yield tuple(t[index] for t in self.tensors)
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Base for grubench data sets: splits held as tensors, served by `TensorBatches`.
+
+    Subclasses set `self.spec` in `__init__` (after checking their arguments, so that a bad
+    value fails before any run opens) and implement `make_splits()`, which returns a dict
+    {"train": tensors, "val": tensors, "test": tensors}. `limit` keeps only the first N
+    sequences of each split, for tiny runs.
+    """
+
+    spec: TaskSpec
+
+    def __init__(self, batch_size: int, seed: int, limit: int | None = None):
+        super().__init__()
+        require_positive(batch_size=batch_size)
+        if limit is not None:
+            require_positive(limit=limit)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.limit = limit
+        self.splits: dict[str, tuple[torch.Tensor, ...]] | None = None
+
+    def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        splits = self.make_splits()
+        if self.limit is not None:
+            splits = {name: tuple(t[: self.limit] for t in tensors) for name, tensors in splits.items()}
+        self.splits = splits
+
+    def split_sizes(self) -> dict[str, int]:
+        self.setup()
+        return {name: len(tensors[0]) for name, tensors in self.splits.items()}
+
+    def train_dataloader(self):
+        return TensorBatches(self.splits["train"], self.batch_size, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self):
+        return TensorBatches(self.splits["val"], self.batch_size)
+
+    def test_dataloader(self):
+        return TensorBatches(self.splits["test"], self.batch_size)
+
+
+def require_positive(**values) -> None:
+    """Raise ValueError naming the first argument that is not a positive integer."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,110 @@
+"""Synthetic long-memory tasks, generated from the seed with no download.
+
+Each split has its own random stream, derived from (seed, split), so the validation and test
+sets stay the same whatever the training-set size, and every epoch sees the same data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from grubench.data.base import SequenceDataModule, TaskSpec, require_positive
+
+SPLITS = ("train", "val", "test")
+
+
+def split_generator(seed: int, split: str) -> torch.Generator:
+    """A torch generator for one split, independent of the other splits' sizes."""
+    state = np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class AddingDataModule(SequenceDataModule):
+    """The adding problem (Hochreiter & Schmidhuber 1997), as in Arjovsky et al. 2016.
+
+    Each step carries two features: a value v_t ~ U[0, 1] and a marker m_t in {0, 1}. Exactly
+    two steps are marked, one in the first half of the sequence and one in the second. The
+    target is the sum of the two marked values, y = sum_t m_t v_t, scored by mean squared error.
+
+    Chance level: always predicting the mean (1) gives MSE = Var(v_a + v_b) = 2/12 = 1/6.
+
+    x: [N, seq_len, 2] float, y: [N] float.
+    """
+
+    def __init__(self, seq_len: int = 50, train_size: int = 10000, val_size: int = 1000,
+                 test_size: int = 1000, batch_size: int = 64, seed: int = 0, limit: int | None = None):
+        super().__init__(batch_size=batch_size, seed=seed, limit=limit)
+        require_positive(seq_len=seq_len, train_size=train_size, val_size=val_size, test_size=test_size)
+        if seq_len < 2:
+            raise ValueError(f"the adding problem needs seq_len >= 2 (one marker in each half), got {seq_len}")
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.spec = TaskSpec(
+            name="adding", input_kind="real", input_size=2, output="regression", num_outputs=1,
+            seq_len=seq_len, metric="mse", chance={"mse": 1 / 6, "loss": 1 / 6},
+        )
+
+    def make_splits(self):
+        return {split: self.generate(n, split_generator(self.seed, split)) for split, n in self.sizes.items()}
+
+    def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        T = self.spec.seq_len
+        half = T // 2
+        values = torch.rand(n, T, generator=generator)
+        first = torch.randint(0, half, (n,), generator=generator)
+        second = torch.randint(half, T, (n,), generator=generator)
+        markers = torch.zeros(n, T)
+        rows = torch.arange(n)
+        markers[rows, first] = 1.0
+        markers[rows, second] = 1.0
+        x = torch.stack([values, markers], dim=-1)
+        y = values[rows, first] + values[rows, second]
+        return x, y
+
+
+class CopyDataModule(SequenceDataModule):
+    """The copy-memory task (Arjovsky et al. 2016): remember 10 symbols over a delay of T steps.
+
+    Tokens: 0 blank, 1..8 data symbols, 9 the delimiter. A sequence has T + 20 steps:
+
+        input   s_1 .. s_10 | 0 x (T - 1) | 9 | 0 x 10
+        target  0 x (T + 10)                  | s_1 .. s_10
+
+    Scored per step by cross-entropy over all T + 20 steps, and by accuracy on the 10 recall
+    steps. Chance level: predicting blanks exactly and guessing the symbols uniformly gives
+    cross-entropy 10 ln 8 / (T + 20) and recall accuracy 1/8.
+
+    x: [N, T + 20] long, y: [N, T + 20] long (classes 0..8).
+    """
+
+    symbols = 8
+    remember = 10
+
+    def __init__(self, seq_len: int = 50, train_size: int = 10000, val_size: int = 1000,
+                 test_size: int = 1000, batch_size: int = 64, seed: int = 0, limit: int | None = None):
+        super().__init__(batch_size=batch_size, seed=seed, limit=limit)
+        require_positive(seq_len=seq_len, train_size=train_size, val_size=val_size, test_size=test_size)
+        self.delay = seq_len
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        total = seq_len + 2 * self.remember
+        chance_ce = self.remember * math.log(self.symbols) / total
+        self.spec = TaskSpec(
+            name="copy", input_kind="tokens", input_size=self.symbols + 2, output="per_step_classification",
+            num_outputs=self.symbols + 1, seq_len=total, metric="acc",
+            chance={"acc": 1 / self.symbols, "loss": chance_ce}, metric_last_steps=self.remember,
+        )
+
+    def make_splits(self):
+        return {split: self.generate(n, split_generator(self.seed, split)) for split, n in self.sizes.items()}
+
+    def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        k, T = self.remember, self.delay
+        data = torch.randint(1, self.symbols + 1, (n, k), generator=generator)
+        x = torch.zeros(n, T + 2 * k, dtype=torch.long)
+        y = torch.zeros(n, T + 2 * k, dtype=torch.long)
+        x[:, :k] = data
+        x[:, T + k - 1] = self.symbols + 1
+        y[:, -k:] = data
+        return x, y

@@ -1,0 +1,109 @@
+"""The model every run trains: input encoding -> recurrent stack -> head.
+
+    x [B, T, F] float or [B, T] long
+      -> encoding     identity, one-hot, Linear(F, E) or Embedding(V, E)     -> [B, T, E]
+      -> recurrent    any layer called as recurrent(x) -> (out [B, T, D*H], state),
+                      D = 2 if bidirectional else 1 (torch.nn.RNN / GRU / LSTM, or a cell loop)
+      -> head         Linear(D*H, K) on the last step ([B, K]) or on every step ([B, T, K])
+
+The recurrent layer is given as a factory (a Hydra `_partial_` target) and called with the
+keyword arguments torch's fused layers take: input_size, hidden_size, num_layers, dropout,
+bidirectional, batch_first=True. The encoding and head are decided by the task's description,
+so a model knows nothing of data sets beyond `TaskSpec`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from grubench.data.base import TaskSpec, require_positive
+
+
+class OneHot(nn.Module):
+    """Token ids [B, T] -> one-hot float vectors [B, T, V]; no parameters."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(tokens, self.vocab_size).float()
+
+
+class SequenceModel(nn.Module):
+    """A recurrent sequence model sized for one task.
+
+    Args:
+        task: the data set's description; decides the encoding, the head and their sizes.
+        recurrent: factory of the recurrent layer, e.g. `functools.partial(torch.nn.GRU)`.
+        name: the model's short name, used in run names and reports ("gru", "lstm", ...).
+        hidden_size: units per layer and direction (H).
+        num_layers: stacked recurrent layers.
+        dropout: dropout between stacked layers (torch's convention: not after the last one).
+        bidirectional: run a second direction and concatenate, doubling the features to 2H.
+        embed_dim: size E of a learned input encoding: Linear(F, E) for real-valued inputs,
+            Embedding(V, E) for tokens. None feeds real inputs as they are and tokens one-hot,
+            so every parameter of the model is in the recurrent stack and the head.
+    """
+
+    def __init__(self, task: TaskSpec, recurrent: Callable[..., nn.Module], name: str = "rnn",
+                 hidden_size: int = 128, num_layers: int = 1, dropout: float = 0.0,
+                 bidirectional: bool = False, embed_dim: int | None = None):
+        super().__init__()
+        require_positive(hidden_size=hidden_size, num_layers=num_layers)
+        if embed_dim is not None:
+            require_positive(embed_dim=embed_dim)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        self.name = name
+        self.task = task
+        self.encoding, features = self._encoding(task, embed_dim)
+        self.recurrent = recurrent(
+            input_size=features, hidden_size=hidden_size, num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional, batch_first=True,
+        )
+        self.hidden_size = hidden_size
+        self.bidirectional = bidirectional
+        directions = 2 if bidirectional else 1
+        self.head = nn.Linear(directions * hidden_size, task.num_outputs)
+        self.last_recurrent_dtype: torch.dtype | None = None
+
+    @staticmethod
+    def _encoding(task: TaskSpec, embed_dim: int | None) -> tuple[nn.Module, int]:
+        if task.input_kind == "tokens":
+            if embed_dim is None:
+                return OneHot(task.input_size), task.input_size
+            return nn.Embedding(task.input_size, embed_dim), embed_dim
+        if embed_dim is None:
+            return nn.Identity(), task.input_size
+        return nn.Linear(task.input_size, embed_dim), embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, F] or [B, T] -> [B, K] (after the last step) or [B, T, K] (per-step tasks);
+        regression's single output is squeezed to [B]."""
+        out, _ = self.recurrent(self.encoding(x))
+        self.last_recurrent_dtype = out.dtype
+        if not self.task.per_step:
+            out = self._summary(out)
+        y = self.head(out)
+        return y.squeeze(-1) if self.task.output == "regression" else y
+
+    def _summary(self, out: torch.Tensor) -> torch.Tensor:
+        """[B, T, D*H] -> [B, D*H]: the state after the whole sequence in each direction (the last
+        step of the forward direction, the first step of the backward one)."""
+        if not self.bidirectional:
+            return out[:, -1]
+        H = self.hidden_size
+        return torch.cat([out[:, -1, :H], out[:, 0, H:]], dim=-1)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of the recurrent stack, and of the whole model (total, trainable)."""
+        return {
+            "params/recurrent": sum(p.numel() for p in self.recurrent.parameters()),
+            "params/total": sum(p.numel() for p in self.parameters()),
+            "params/trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+        }

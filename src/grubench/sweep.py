@@ -1,0 +1,69 @@
+"""Multiruns: one parent MLflow run per sweep, every job a child of it.
+
+`MultirunParent` is a Hydra callback (registered in config.yaml). When a sweep starts it creates
+the store and the experiment once, before any job, opens the parent run and writes its id into
+the sweep folder, where every job (in this process or another) reads it. When the sweep ends it
+counts the jobs that failed, closes the parent, and exits non-zero if any did.
+
+A job that fails writes its one-line error to `<job folder>/FAILED` and returns, so the other
+jobs go on and the parent is always closed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from grubench import tracking
+
+PARENT_ID_FILE = "mlflow_parent_run_id"
+FAILED_FILE = "FAILED"
+
+
+def read_parent_id(sweep_dir: Path) -> str | None:
+    path = sweep_dir / PARENT_ID_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def mark_job_failed(message: str) -> None:
+    """Leave the job's one-line error where the sweep's end will find it."""
+    (Path(HydraConfig.get().runtime.output_dir) / FAILED_FILE).write_text(message + "\n")
+
+
+class MultirunParent(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        uri = tracking.resolve_uri(config.tracking.uri)
+        client, experiment_id = tracking.open_store(uri, config.experiment)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = " ".join(config.hydra.overrides.task)
+        run = client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags={
+            **tracking.environment_tags(), "sweep": "parent", "overrides": overrides,
+            "claims": ",".join(config.get("claims") or []), "sweep_dir": str(sweep_dir.resolve()),
+        })
+        (sweep_dir / PARENT_ID_FILE).write_text(run.info.run_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        parent = read_parent_id(sweep_dir)
+        if parent is None:
+            return
+        uri = tracking.resolve_uri(config.tracking.uri)
+        client, _ = tracking.open_store(uri, config.experiment)
+        failures = sorted(sweep_dir.glob(f"*/{FAILED_FILE}"))
+        jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+        tracking.set_tags(client, parent, {"jobs/total": len(jobs), "jobs/failed": len(failures)})
+        if failures:
+            message = f"{len(failures)} of {len(jobs)} jobs failed, first: job {failures[0].parent.name}: " \
+                      f"{failures[0].read_text().strip()}"
+            tracking.set_tags(client, parent, {"error": message})
+            client.set_terminated(parent, "FAILED")
+            print(f"grubench: error: {message}", file=sys.stderr)
+            sys.exit(1)
+        client.set_terminated(parent, "FINISHED")
+        print(f"sweep finished: {len(jobs)} jobs, parent run {parent}\n  browse: mlflow ui --backend-store-uri {uri}")

@@ -1,0 +1,100 @@
+"""The LightningModule: loss and metrics for the task's output kind, and the optimiser.
+
+| output kind             | loss                                   | metric (logged as <split>/<name>)  |
+|-------------------------|----------------------------------------|------------------------------------|
+| regression              | mean squared error                     | mse                                |
+| classification          | cross-entropy                          | acc                                |
+| per_step_classification | cross-entropy averaged over all steps  | acc (last N steps if the task says)|
+| per_step_multilabel     | Bernoulli NLL summed over labels,      | nll (the same, per time step)      |
+|                         | averaged over real steps               |                                    |
+
+Every split logs `<split>/loss` and `<split>/<metric>` once per epoch.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch.nn import functional as F
+
+from grubench.data.base import TaskSpec
+from grubench.models.sequence import SequenceModel
+
+
+class SequenceTask(pl.LightningModule):
+    """Trains a `SequenceModel` on the task its data set describes.
+
+    Args:
+        model: the network; its `task` decides the loss and metrics.
+        optimizer: the optimiser, built over `model.parameters()`.
+    """
+
+    def __init__(self, model: SequenceModel, optimizer: torch.optim.Optimizer):
+        super().__init__()
+        self.model = model
+        self.spec: TaskSpec = model.task
+        self.optimizer = optimizer
+        self.metrics = torch.nn.ModuleDict({f"{split}_metric": self._metric() for split in ("train", "val", "test")})
+
+    def _metric(self) -> torchmetrics.Metric:
+        kind = self.spec.output
+        if kind == "regression":
+            return torchmetrics.MeanSquaredError()
+        if kind in ("classification", "per_step_classification"):
+            return torchmetrics.classification.MulticlassAccuracy(self.spec.num_outputs, average="micro")
+        return torchmetrics.MeanMetric()  # per-step multi-label: NLL per real time step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss_and_metric_inputs(self, batch) -> tuple[torch.Tensor, tuple]:
+        """The batch's loss and the arguments its metric is updated with."""
+        x, y, *rest = batch
+        mask = rest[0] if rest else None
+        logits = self.model(x).float()
+        kind = self.spec.output
+        if kind == "regression":
+            return F.mse_loss(logits, y), (logits, y)
+        if kind == "classification":
+            return F.cross_entropy(logits, y), (logits, y)
+        if kind == "per_step_classification":
+            if mask is not None:
+                loss = F.cross_entropy(logits[mask], y[mask])
+            else:
+                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            last = self.spec.metric_last_steps
+            scored_logits, scored_y = (logits[:, -last:], y[:, -last:]) if last else (logits, y)
+            if mask is not None:
+                scored_mask = mask[:, -last:] if last else mask
+                return loss, (scored_logits[scored_mask], scored_y[scored_mask])
+            return loss, (scored_logits.flatten(0, 1), scored_y.flatten())
+        # per-step multi-label: NLL of each step = sum over labels of the Bernoulli NLL
+        nll = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)  # [B, T]
+        if mask is not None:
+            nll = nll[mask]
+        loss = nll.mean()
+        return loss, (nll,)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        loss, metric_inputs = self.loss_and_metric_inputs(batch)
+        metric = self.metrics[f"{split}_metric"]
+        metric.update(*[t.detach() for t in metric_inputs])
+        batch_size = len(batch[0])
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=batch_size,
+                 prog_bar=split != "test")
+        self.log(f"{split}/{self.spec.metric}", metric, on_step=False, on_epoch=True, batch_size=batch_size,
+                 prog_bar=split == "val")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        return self.optimizer

@@ -1,0 +1,179 @@
+"""One training run, from a composed config to a closed MLflow run.
+
+    check config -> build data set, model, optimiser (bad values stop here, before any run)
+      -> open the MLflow run (params, tags, config artifacts)
+      -> set up data -> Trainer.fit -> Trainer.test on the best checkpoint
+      -> record speed, memory, precision, checkpoint, job log -> close the run
+
+The run ends FINISHED, FAILED (error tag and traceback artifact) or KILLED (Ctrl-C, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import tempfile
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from grubench import tracking
+from grubench.callbacks import FiniteLoss, Throughput
+from grubench.config import GrubenchError, build, check
+from grubench.task import SequenceTask
+
+log = logging.getLogger("grubench")
+
+# Keys of the Hydra overrides that already appear in a run name's first part.
+NAMED_IN_RUN_NAME = ("model", "+model", "dataset")
+
+
+class RunFailed(GrubenchError):
+    """A run opened, then failed; it is recorded FAILED with the error."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; handled like Ctrl-C, so the run ends KILLED."""
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def task_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def output_dir() -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(tempfile.mkdtemp(prefix="grubench-"))
+
+
+def run_name(cfg: DictConfig, model_name: str, dataset_name: str, overrides: list[str]) -> str:
+    """`cfg.run_name`, or <model>-<dataset> followed by the overrides that set anything else."""
+    if cfg.get("run_name"):
+        return str(cfg.run_name)
+    extra = [o for o in overrides if o.split("=", 1)[0] not in NAMED_IN_RUN_NAME]
+    return "-".join([model_name, dataset_name, *extra])
+
+
+def parent_run_id() -> str | None:
+    """The multirun's parent run, written into the sweep folder when the sweep started."""
+    from grubench.sweep import read_parent_id
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
+        return None
+    return read_parent_id(Path(HydraConfig.get().sweep.dir))
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test one model; return the best validation score (for sweepers)."""
+    check(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build(cfg.dataset, "dataset")
+    spec = datamodule.spec
+    model = build(cfg.model, "model", task=spec)
+    optimizer = build(cfg.optim, "optim", params=model.parameters())
+
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    client, experiment_id = tracking.open_store(uri, cfg.experiment)
+    overrides = task_overrides()
+    parent = parent_run_id()
+    tags = {
+        **tracking.environment_tags(),
+        "model": model.name,
+        "dataset": spec.name,
+        "claims": ",".join(cfg.get("claims") or []),
+        "overrides": " ".join(overrides),
+        "seed": cfg.seed,
+    }
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = client.create_run(experiment_id, run_name=run_name(cfg, model.name, spec.name, overrides),
+                            tags={k: str(v) for k, v in tags.items()})
+    run_id = run.info.run_id
+    folder = output_dir()
+    log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
+
+    status, error = "FAILED", None
+    try:
+        with sigterm_as_interrupt():
+            best = fit_and_test(cfg, client, run_id, uri, folder, datamodule, model, optimizer, overrides)
+        status = "FINISHED"
+        return best
+    except KeyboardInterrupt:
+        status, error = "KILLED", "interrupted (Ctrl-C or SIGTERM)"
+        raise
+    except SystemExit as exit_:
+        # Lightning turns Ctrl-C into sys.exit(1) and SIGTERM into SIGTERMException (a SystemExit)
+        status, error = "KILLED", f"interrupted (exit {exit_.code})"
+        raise KeyboardInterrupt from exit_
+    except Exception as failure:  # noqa: BLE001 - every failure is recorded, then reported
+        error = f"{type(failure).__name__}: {failure}".strip().splitlines()[0]
+        (folder / "error.txt").write_text(traceback.format_exc())
+        tracking.log_artifact(client, run_id, folder / "error.txt")
+        raise RunFailed(f"run {run_id} failed: {error} (traceback in the run's error.txt)") from failure
+    finally:
+        if error:
+            tracking.set_tags(client, run_id, {"error": error})
+        for job_log in folder.glob("*.log"):
+            tracking.log_artifact(client, run_id, job_log)
+        client.set_terminated(run_id, status)
+
+
+def fit_and_test(cfg, client, run_id, uri, folder, datamodule, model, optimizer, overrides) -> float | None:
+    spec = datamodule.spec
+    tracking.log_params(client, run_id, tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    for name in ("config.yaml", "overrides.yaml"):
+        tracking.log_artifact(client, run_id, folder / name)
+    tracking.log_metrics(client, run_id, model.parameter_counts())
+
+    datamodule.setup()
+    tracking.set_tags(client, run_id, {f"data/{split}_size": n for split, n in datamodule.split_sizes().items()})
+    task = SequenceTask(model, optimizer)
+    monitor = f"val/{spec.metric}"
+    checkpoint = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor=monitor,
+                                 mode=spec.metric_mode, save_top_k=1, save_last=True)
+    throughput = Throughput()
+    callbacks = [checkpoint, throughput, FiniteLoss()]
+    if cfg.early_stopping.patience is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
+    trainer = build(cfg.trainer, "trainer", logger=tracking.RunLogger(uri, run_id), callbacks=callbacks,
+                    default_root_dir=str(folder))
+    trainer.fit(task, datamodule=datamodule)
+    ckpt = "best" if checkpoint.best_model_path else None
+    results = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+
+    tracking.set_tags(client, run_id, {
+        "precision/trainer": trainer.precision,
+        "precision/recurrent_dtype": str(model.last_recurrent_dtype).replace("torch.", ""),
+        "device/accelerator": str(trainer.strategy.root_device),
+    })
+    if cfg.tracking.log_checkpoint and checkpoint.best_model_path:
+        tracking.log_artifact(client, run_id, Path(checkpoint.best_model_path), "checkpoints")
+
+    test_key = f"test/{spec.metric}"
+    score = results.get(test_key, math.nan)
+    chance = spec.chance.get(spec.metric)
+    print(f"{model.name} on {spec.name}: {test_key} = {score:.4f} (chance {chance:.4f}); "
+          f"{throughput.summary.get('speed/train_samples_per_s', math.nan):.0f} samples/s; run {run_id}\n"
+          f"  browse: mlflow ui --backend-store-uri {uri}", flush=True)
+    best = checkpoint.best_model_score
+    return float(best) if best is not None else None
