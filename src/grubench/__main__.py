@@ -10,16 +10,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from grubench.config import GrubenchError
+from grubench.sweep import mark_job_failed, mark_parent_killed
+from grubench.train import sigterm_as_interrupt, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from grubench.sweep import mark_job_failed
-    from grubench.train import train
-
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     try:
-        return train(cfg)
+        with sigterm_as_interrupt():
+            return train(cfg)
     except GrubenchError as error:
         print(f"grubench: error: {error}", file=sys.stderr, flush=True)
         if multirun:
@@ -27,6 +27,8 @@ def main(cfg: DictConfig) -> float | None:
             return None
         sys.exit(1)
     except KeyboardInterrupt:
+        if multirun:
+            mark_parent_killed(cfg)
         print("grubench: interrupted; the run is recorded KILLED", file=sys.stderr, flush=True)
         sys.exit(130)
 

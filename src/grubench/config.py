@@ -31,7 +31,7 @@ def choices(group: str) -> list[str]:
 
 def check(cfg: DictConfig) -> None:
     """Checks that need no object built: a model is chosen, top-level values have their types."""
-    if cfg.get("model") is None:
+    if cfg.get("model") is None or "_target_" not in cfg.model:
         raise ConfigError(f"no model chosen: add +model=NAME, one of: {', '.join(choices('model'))}")
     for group in ("dataset", "trainer", "optim"):
         if cfg.get(group) is None:

@@ -35,6 +35,15 @@ def mark_job_failed(message: str) -> None:
     (Path(HydraConfig.get().runtime.output_dir) / FAILED_FILE).write_text(message + "\n")
 
 
+def mark_parent_killed(config: DictConfig) -> None:
+    """A sweep interrupted in one of its jobs ends there: close the parent run KILLED."""
+    parent = read_parent_id(Path(HydraConfig.get().sweep.dir))
+    if parent is not None:
+        client, _ = tracking.open_store(tracking.resolve_uri(config.tracking.uri), config.experiment)
+        tracking.set_tags(client, parent, {"error": "sweep interrupted (Ctrl-C or SIGTERM)"})
+        client.set_terminated(parent, "KILLED")
+
+
 class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = tracking.resolve_uri(config.tracking.uri)

@@ -19,11 +19,13 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
+from grubench.config import GrubenchError
+
 PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 
 
-class TrackingError(RuntimeError):
+class TrackingError(GrubenchError):
     """The MLflow store cannot be used (bad URI, unreadable or unwritable path)."""
 
 
@@ -156,12 +158,17 @@ def environment_tags() -> dict[str, str]:
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger bound to a run the harness opened; it never ends the run.
 
-    Lightning calls `finalize` after fit and again after test; the stock logger would mark the
-    run FINISHED there, before the test metrics and artifacts are in. Here the harness decides.
+    Made before the run opens (so that the Trainer, and any error in its config, comes first),
+    then bound to the run with `bind`. Lightning calls `finalize` after fit and again after
+    test; the stock logger would mark the run FINISHED there, before the test metrics and
+    artifacts are in. Here the harness decides.
     """
 
-    def __init__(self, uri: str, run_id: str):
-        super().__init__(tracking_uri=uri, run_id=run_id)
+    def __init__(self, uri: str):
+        super().__init__(tracking_uri=uri)
+
+    def bind(self, run_id: str) -> None:
+        self._run_id = run_id
 
     def finalize(self, status: str = "success") -> None:
         pass

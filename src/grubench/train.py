@@ -16,6 +16,7 @@ import signal
 import tempfile
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -26,6 +27,8 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from grubench import tracking
 from grubench.callbacks import FiniteLoss, Throughput
 from grubench.config import GrubenchError, build, check
+from grubench.data.base import SequenceDataModule
+from grubench.models.sequence import SequenceModel
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
@@ -81,39 +84,69 @@ def parent_run_id() -> str | None:
     return read_parent_id(Path(HydraConfig.get().sweep.dir))
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train and test one model; return the best validation score (for sweepers)."""
+@dataclass
+class Job:
+    """Everything one run needs, built (and so checked) before the run opens."""
+
+    datamodule: SequenceDataModule
+    model: SequenceModel
+    task: SequenceTask
+    trainer: pl.Trainer
+    logger: tracking.RunLogger
+    checkpoint: ModelCheckpoint
+    throughput: Throughput
+    folder: Path
+
+
+def build_job(cfg: DictConfig, uri: str) -> Job:
+    """Check the config and build data set, model, optimiser and trainer; ConfigError if any is bad."""
     check(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, "dataset")
     spec = datamodule.spec
     model = build(cfg.model, "model", task=spec)
-    optimizer = build(cfg.optim, "optim", params=model.parameters())
+    task = SequenceTask(model, build(cfg.optim, "optim", params=model.parameters()))
+    folder = output_dir()
+    monitor = f"val/{spec.metric}"
+    checkpoint = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor=monitor,
+                                 mode=spec.metric_mode, save_top_k=1, save_last=True)
+    throughput = Throughput()
+    callbacks = [checkpoint, throughput, FiniteLoss()]
+    if cfg.early_stopping.patience is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
+    logger = tracking.RunLogger(uri)
+    trainer = build(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(folder))
+    return Job(datamodule, model, task, trainer, logger, checkpoint, throughput, folder)
 
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test one model; return the best validation score (for sweepers)."""
     uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.check_store(uri)
+    job = build_job(cfg, uri)
     client, experiment_id = tracking.open_store(uri, cfg.experiment)
     overrides = task_overrides()
-    parent = parent_run_id()
+    spec = job.datamodule.spec
     tags = {
         **tracking.environment_tags(),
-        "model": model.name,
+        "model": job.model.name,
         "dataset": spec.name,
         "claims": ",".join(cfg.get("claims") or []),
         "overrides": " ".join(overrides),
         "seed": cfg.seed,
     }
+    parent = parent_run_id()
     if parent:
         tags["mlflow.parentRunId"] = parent
-    run = client.create_run(experiment_id, run_name=run_name(cfg, model.name, spec.name, overrides),
+    run = client.create_run(experiment_id, run_name=run_name(cfg, job.model.name, spec.name, overrides),
                             tags={k: str(v) for k, v in tags.items()})
     run_id = run.info.run_id
-    folder = output_dir()
+    job.logger.bind(run_id)
     log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
 
     status, error = "FAILED", None
     try:
-        with sigterm_as_interrupt():
-            best = fit_and_test(cfg, client, run_id, uri, folder, datamodule, model, optimizer, overrides)
+        best = fit_and_test(cfg, client, run_id, uri, job, overrides)
         status = "FINISHED"
         return best
     except KeyboardInterrupt:
@@ -125,55 +158,46 @@ def train(cfg: DictConfig) -> float | None:
         raise KeyboardInterrupt from exit_
     except Exception as failure:  # noqa: BLE001 - every failure is recorded, then reported
         error = f"{type(failure).__name__}: {failure}".strip().splitlines()[0]
-        (folder / "error.txt").write_text(traceback.format_exc())
-        tracking.log_artifact(client, run_id, folder / "error.txt")
+        (job.folder / "error.txt").write_text(traceback.format_exc())
+        tracking.log_artifact(client, run_id, job.folder / "error.txt")
         raise RunFailed(f"run {run_id} failed: {error} (traceback in the run's error.txt)") from failure
     finally:
         if error:
             tracking.set_tags(client, run_id, {"error": error})
-        for job_log in folder.glob("*.log"):
+        for job_log in job.folder.glob("*.log"):
             tracking.log_artifact(client, run_id, job_log)
         client.set_terminated(run_id, status)
 
 
-def fit_and_test(cfg, client, run_id, uri, folder, datamodule, model, optimizer, overrides) -> float | None:
-    spec = datamodule.spec
+def fit_and_test(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overrides: list[str]) -> float | None:
+    spec, folder = job.datamodule.spec, job.folder
     tracking.log_params(client, run_id, tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
     for name in ("config.yaml", "overrides.yaml"):
         tracking.log_artifact(client, run_id, folder / name)
-    tracking.log_metrics(client, run_id, model.parameter_counts())
+    tracking.log_metrics(client, run_id, job.model.parameter_counts())
 
-    datamodule.setup()
-    tracking.set_tags(client, run_id, {f"data/{split}_size": n for split, n in datamodule.split_sizes().items()})
-    task = SequenceTask(model, optimizer)
-    monitor = f"val/{spec.metric}"
-    checkpoint = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor=monitor,
-                                 mode=spec.metric_mode, save_top_k=1, save_last=True)
-    throughput = Throughput()
-    callbacks = [checkpoint, throughput, FiniteLoss()]
-    if cfg.early_stopping.patience is not None:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
-    trainer = build(cfg.trainer, "trainer", logger=tracking.RunLogger(uri, run_id), callbacks=callbacks,
-                    default_root_dir=str(folder))
-    trainer.fit(task, datamodule=datamodule)
-    ckpt = "best" if checkpoint.best_model_path else None
-    results = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    job.datamodule.setup()
+    tracking.set_tags(client, run_id, {f"data/{split}_size": n for split, n in job.datamodule.split_sizes().items()})
+    job.trainer.fit(job.task, datamodule=job.datamodule)
+    ckpt = "best" if job.checkpoint.best_model_path else None
+    results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False)[0]
 
     tracking.set_tags(client, run_id, {
-        "precision/trainer": trainer.precision,
-        "precision/recurrent_dtype": str(model.last_recurrent_dtype).replace("torch.", ""),
-        "device/accelerator": str(trainer.strategy.root_device),
+        "precision/trainer": job.trainer.precision,
+        "precision/recurrent_dtype": str(job.model.last_recurrent_dtype).replace("torch.", ""),
+        "device/accelerator": str(job.trainer.strategy.root_device),
     })
-    if cfg.tracking.log_checkpoint and checkpoint.best_model_path:
-        tracking.log_artifact(client, run_id, Path(checkpoint.best_model_path), "checkpoints")
+    if cfg.tracking.log_checkpoint and job.checkpoint.best_model_path:
+        tracking.log_artifact(client, run_id, Path(job.checkpoint.best_model_path), "checkpoints")
 
     test_key = f"test/{spec.metric}"
     score = results.get(test_key, math.nan)
-    chance = spec.chance.get(spec.metric)
-    print(f"{model.name} on {spec.name}: {test_key} = {score:.4f} (chance {chance:.4f}); "
-          f"{throughput.summary.get('speed/train_samples_per_s', math.nan):.0f} samples/s; run {run_id}\n"
+    chance = spec.chance.get(spec.metric, math.nan)
+    speed = job.throughput.summary.get("speed/train_samples_per_s", math.nan)
+    print(f"{job.model.name} on {spec.name}: {test_key} = {score:.4f} (chance {chance:.4f}); "
+          f"{speed:.0f} samples/s; run {run_id}\n"
           f"  browse: mlflow ui --backend-store-uri {uri}", flush=True)
-    best = checkpoint.best_model_score
+    best = job.checkpoint.best_model_score
     return float(best) if best is not None else None
