@@ -39,7 +39,7 @@ def mark_parent_killed(config: DictConfig) -> None:
     """A sweep interrupted in one of its jobs ends there: close the parent run KILLED."""
     parent = read_parent_id(Path(HydraConfig.get().sweep.dir))
     if parent is not None:
-        client, _ = tracking.open_store(tracking.resolve_uri(config.tracking.uri), config.experiment)
+        client, _ = tracking.open_store(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
         tracking.set_tags(client, parent, {"error": "sweep interrupted (Ctrl-C or SIGTERM)"})
         client.set_terminated(parent, "KILLED")
 
@@ -47,7 +47,7 @@ def mark_parent_killed(config: DictConfig) -> None:
 class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = tracking.resolve_uri(config.tracking.uri)
-        client, experiment_id = tracking.open_store(uri, config.experiment)
+        client, experiment_id = tracking.open_store(uri, config.tracking.experiment)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = " ".join(config.hydra.overrides.task)
@@ -63,7 +63,7 @@ class MultirunParent(Callback):
         if parent is None:
             return
         uri = tracking.resolve_uri(config.tracking.uri)
-        client, _ = tracking.open_store(uri, config.experiment)
+        client, _ = tracking.open_store(uri, config.tracking.experiment)
         failures = sorted(sweep_dir.glob(f"*/{FAILED_FILE}"))
         jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
         tracking.set_tags(client, parent, {"jobs/total": len(jobs), "jobs/failed": len(failures)})

@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> float | None:
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_store(uri)
     job = build_job(cfg, uri)
-    client, experiment_id = tracking.open_store(uri, cfg.experiment)
+    client, experiment_id = tracking.open_store(uri, cfg.tracking.experiment)
     overrides = task_overrides()
     spec = job.datamodule.spec
     tags = {

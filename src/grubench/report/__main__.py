@@ -1,0 +1,162 @@
+"""`python -m grubench.report`: the claims report, from the runs MLflow recorded.
+
+    python -m grubench.report [--uri URI] [--out DIR] [--no-log]
+
+Writes DIR/report.md and DIR/report.html (figures embedded) with the table of verdicts, and
+logs both, with the figures, as artifacts of a run in the MLflow experiment `report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from grubench import tracking
+from grubench.config import GrubenchError
+from grubench.report import plots
+from grubench.report.evidence import Summary, claim_runs, load_runs
+from grubench.report.verdicts import CLAIMS, PUBLISHED, Verdict, all_verdicts
+
+
+def figures(frame, out: Path) -> dict[str, list[Path]]:
+    """{claim: [figure paths]} for the claims that have runs to draw."""
+    made = {
+        "C1": [plots.score_vs_length(claim_runs(frame, "C1"), out / "c1_score_vs_length.png")],
+        "C2": [plots.gradient_decay(claim_runs(frame, "C2"), out / "c2_gradient_decay.png")],
+        "C3": [plots.cost_per_model(claim_runs(frame, "C3"), out / "c3_cost_per_model.png")],
+        "C4": [plots.ablations(claim_runs(frame, "C4"), out / "c4_ablations.png")],
+        "C5": [plots.cost_per_model(claim_runs(frame, "C5"), out / "c5_cost_per_model.png")],
+    }
+    return {claim: [p for p in paths if p] for claim, paths in made.items()}
+
+
+def cell(value) -> str:
+    return str(value) if isinstance(value, Summary) else str(value)
+
+
+def detail_table(verdict: Verdict) -> list[str]:
+    if not verdict.rows:
+        return []
+    columns = list(dict.fromkeys(k for row in verdict.rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in verdict.rows]
+    return lines
+
+
+def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run_count: int) -> str:
+    lines = ["# grubench claims report", "",
+             f"Made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {run_count} finished runs in `{uri}`. "
+             "Scores are means over seeds with 95% Student-t intervals; the rules are in "
+             "`grubench/report/verdicts.py` and the README.", "",
+             "| claim | the document says | verdict | evidence | published |", "|---|---|---|---|---|"]
+    for v in verdicts:
+        lines.append(f"| {v.claim} | {CLAIMS[v.claim]} | **{v.verdict}** | {v.evidence.split('. ')[0]} | "
+                     f"{PUBLISHED[v.claim]} |")
+    for v in verdicts:
+        lines += ["", f"## {v.claim}: {CLAIMS[v.claim]}", "", f"Verdict: **{v.verdict}**.", "", v.evidence, ""]
+        lines += detail_table(v)
+        for figure in made.get(v.claim, []):
+            lines += ["", f"![{v.claim}]({figure.name})"]
+        lines += ["", f"Published: {PUBLISHED[v.claim]}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(md_text: str, out: Path) -> str:
+    """A small Markdown-to-HTML for the report's own subset: headings, tables, images, text."""
+    body, table = [], []
+
+    def flush_table():
+        if table:
+            header, *rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+            cells = lambda r: [c.strip() for c in r.strip().strip("|").split("|")]  # noqa: E731
+            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells(header)) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in cells(r)) + "</tr>" for r in rows)
+                        + "</table>")
+            table.clear()
+
+    for line in md_text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("# "):
+            body.append(f"<h1>{inline(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("![") and "](" in line:
+            name = line[line.index("](") + 2 : -1]
+            data = base64.b64encode((out / name).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "vertical-align:top;font-size:90%}th{background:#f0f0f0}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>grubench claims report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def inline(text: str) -> str:
+    """Escape, then **bold** and `code`."""
+    out, bold, code = [], False, False
+    for i, part in enumerate(html.escape(text).split("**")):
+        if i:
+            bold = not bold
+            out.append("<b>" if bold else "</b>")
+        pieces = part.split("`")
+        for j, piece in enumerate(pieces):
+            if j:
+                code = not code
+                out.append("<code>" if code else "</code>")
+            out.append(piece)
+    return "".join(out)
+
+
+def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
+    tracking.check_store(uri)
+    if tracking.sqlite_path(uri) and not tracking.sqlite_path(uri).exists():
+        raise GrubenchError(f"no MLflow store at {tracking.sqlite_path(uri)}: run the studies first "
+                            "(scripts/reproduce.sh small)")
+    frame = load_runs(uri)
+    out.mkdir(parents=True, exist_ok=True)
+    verdicts = all_verdicts(frame)
+    made = figures(frame, out)
+    text = markdown(verdicts, made, uri, len(frame))
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(to_html(text, out))
+    if log:
+        client, experiment_id = tracking.open_store(uri, "report")
+        run = client.create_run(experiment_id, run_name="claims report", tags=tracking.environment_tags())
+        tracking.set_tags(client, run.info.run_id, {f"verdict/{v.claim}": v.verdict for v in verdicts})
+        for path in [out / "report.md", out / "report.html", *[p for ps in made.values() for p in ps]]:
+            tracking.log_artifact(client, run.info.run_id, path)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grubench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--out", default="report", type=Path, help="folder for report.md, report.html and figures")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report as an MLflow run")
+    args = parser.parse_args(argv)
+    try:
+        uri = tracking.resolve_uri(args.uri)
+        verdicts = write_report(uri, args.out, log=not args.no_log)
+    except GrubenchError as error:
+        print(f"grubench.report: error: {error}", file=sys.stderr)
+        return 1
+    width = max(len(v.verdict) for v in verdicts)
+    for v in verdicts:
+        print(f"{v.claim}  {v.verdict:<{width}}  {v.evidence.split('. ')[0]}")
+    print(f"report: {(args.out / 'report.html').resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
