@@ -142,8 +142,12 @@ def environment_tags() -> dict[str, str]:
 
     cuda = torch.version.cuda or "none"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    commit = git_commit()
     return {
-        "git_commit": git_commit(),
+        "mlflow.source.name": "python -m grubench",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": commit,
+        "git_commit": commit,
         "version/torch": torch.__version__,
         "version/lightning": pytorch_lightning.__version__,
         "version/cuda": cuda,
