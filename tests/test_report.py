@@ -87,8 +87,8 @@ def test_a_seed_rerun_counts_once_and_single_seeds_are_not_enough(store, fill):
 
 
 def test_c2_reads_gradient_decay_at_both_stages(store, fill):
-    fill("C2", "lstm", 50, [0, 0, 0], **{"grad/decay_log10_init": [-1.0, -1.1, -0.9], "grad/decay_log10": [-0.5, -0.6, -0.4]})
-    fill("C2", "rnn", 50, [0, 0, 0], **{"grad/decay_log10_init": [-8.0, -7.5, -8.2], "grad/decay_log10": [-6.0, -5.5, -6.1]})
+    fill("C2", "lstm", 50, [0, 0, 0], **{"grad/decay_log10_init": [-1.0, -1.1, -0.9], "grad/decay_log10_trained": [-0.5, -0.6, -0.4]})
+    fill("C2", "rnn", 50, [0, 0, 0], **{"grad/decay_log10_init": [-8.0, -7.5, -8.2], "grad/decay_log10_trained": [-6.0, -5.5, -6.1]})
     verdict = c2(load_runs(store))
     assert verdict.verdict == SUPPORTED
     assert "2 of 2 settings" in verdict.evidence

@@ -28,6 +28,7 @@ from grubench import tracking
 from grubench.callbacks import FiniteLoss, Throughput
 from grubench.config import GrubenchError, build, check
 from grubench.data.base import SequenceDataModule
+from grubench.gradflow import GradientFlow
 from grubench.models.sequence import SequenceModel
 from grubench.task import SequenceTask
 
@@ -112,6 +113,8 @@ def build_job(cfg: DictConfig, uri: str) -> Job:
                                  mode=spec.metric_mode, save_top_k=1, save_last=True)
     throughput = Throughput()
     callbacks = [checkpoint, throughput, FiniteLoss()]
+    if cfg.gradient_flow:
+        callbacks.append(GradientFlow())
     if cfg.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
     logger = tracking.RunLogger(uri)

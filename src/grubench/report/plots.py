@@ -51,7 +51,7 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
 def gradient_decay(runs: pd.DataFrame, path: Path) -> Path | None:
     """C2: log10(|dL/dh_1| / |dL/dh_T|) against sequence length per model, at initialisation
     and after training."""
-    columns = [c for c in ("metrics.grad/decay_log10_init", "metrics.grad/decay_log10") if c in runs]
+    columns = [c for c in ("metrics.grad/decay_log10_init", "metrics.grad/decay_log10_trained") if c in runs]
     if runs.empty or not columns:
         return None
     fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4), squeeze=False)

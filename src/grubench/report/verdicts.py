@@ -120,7 +120,7 @@ def c1(frame: pd.DataFrame) -> Verdict:
 def c2(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C2")
     rows = []
-    for stage, column in (("init", "metrics.grad/decay_log10_init"), ("trained", "metrics.grad/decay_log10")):
+    for stage, column in (("init", "metrics.grad/decay_log10_init"), ("trained", "metrics.grad/decay_log10_trained")):
         if runs.empty or column not in runs:
             continue
         for row in pairwise(runs, "lstm", "rnn", column, higher=True):
