@@ -50,6 +50,8 @@ class MultirunParent(Callback):
         client, experiment_id = tracking.open_store(uri, config.tracking.experiment)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        for stale in sweep_dir.glob(f"*/{FAILED_FILE}"):  # left by an earlier sweep in the same folder
+            stale.unlink()
         overrides = " ".join(config.hydra.overrides.task)
         run = client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags={
             **tracking.environment_tags(), "sweep": "parent", "overrides": overrides,

@@ -21,7 +21,7 @@ class DigitsDataModule(SequenceDataModule):
     x: [N, 64, 1] or [N, 8, 8] float, y: [N] long (10 classes). Chance accuracy 0.1.
     """
 
-    def __init__(self, steps: str = "rows", val_fraction: float = 0.15, test_fraction: float = 0.15,
+    def __init__(self, steps: str = "pixels", val_fraction: float = 0.15, test_fraction: float = 0.15,
                  batch_size: int = 64, seed: int = 0, limit: int | None = None):
         super().__init__(batch_size=batch_size, seed=seed, limit=limit)
         if steps not in ("pixels", "rows"):

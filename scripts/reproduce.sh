@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run every claim study at one scale, then write the claims report.
+#
+#   scripts/reproduce.sh [small|full]
+#
+# small: sized so that all studies finish in about 30 minutes on a 2-core CPU.
+# full:  sized for one GPU, closer to the papers' settings.
+# Runs go to $MLFLOW_TRACKING_URI, else ./mlflow.db; the report to ./report-<scale>/.
+# A study with failed jobs does not stop the others; the script then exits non-zero.
+set -uo pipefail
+
+scale=${1:-small}
+case "$scale" in
+  small|full) ;;
+  *) echo "usage: scripts/reproduce.sh [small|full]" >&2; exit 2 ;;
+esac
+
+export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}
+studies=(c1_lengths c1_real c2_gradients c3_cost c4_gates c5_gru)
+failed=()
+start=$SECONDS
+for study in "${studies[@]}"; do
+  echo "== $scale/$study"
+  t0=$SECONDS
+  python -m grubench -m "+experiment=$scale/$study" hydra.sweep.dir="multirun/$scale/$study/$(date +%Y-%m-%d_%H-%M-%S)" \
+    || failed+=("$study")
+  echo "== $scale/$study: $((SECONDS - t0)) s"
+done
+
+python -m grubench.report --out "report-$scale" || failed+=(report)
+echo "all studies and the report: $((SECONDS - start)) s"
+if ((${#failed[@]})); then
+  echo "failed: ${failed[*]}" >&2
+  exit 1
+fi
