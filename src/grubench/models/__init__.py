@@ -1,5 +1,47 @@
-"""Models: `SequenceModel` (encoding -> recurrent stack -> head) and the recurrent layers it runs."""
+"""Models: `SequenceModel` (encoding -> recurrent stack -> head), the cells written from their
+equations, and `Recurrent`, the layer that runs any cell over time like torch.nn.GRU.
 
+    from grubench.models import GRUCell, Recurrent
+    layer = Recurrent(GRUCell, input_size=100, hidden_size=64)   # the document's GRU
+    out, h_n = layer(x)                                          # [B, T, 64], [1, B, 64]
+
+Every name below is a plain class or function; none needs Hydra. docs/models.md lists the
+configs, their equations and parameter formulas.
+"""
+
+from grubench.models import convert, counting
+from grubench.models.cells import (
+    Cell,
+    GRUCell,
+    JANETCell,
+    LSTMCell,
+    LSTMCoupledCell,
+    LSTMNoForgetCell,
+    LSTMNoInputCell,
+    LSTMNoOutputCell,
+    TorchGRUCell,
+    TorchLSTMCell,
+    TorchRNNCell,
+)
+from grubench.models.layers import Recurrent, copy_torch_weights
 from grubench.models.sequence import OneHot, SequenceModel
 
-__all__ = ["OneHot", "SequenceModel"]
+__all__ = [
+    "Cell",
+    "GRUCell",
+    "JANETCell",
+    "LSTMCell",
+    "LSTMCoupledCell",
+    "LSTMNoForgetCell",
+    "LSTMNoInputCell",
+    "LSTMNoOutputCell",
+    "OneHot",
+    "Recurrent",
+    "SequenceModel",
+    "TorchGRUCell",
+    "TorchLSTMCell",
+    "TorchRNNCell",
+    "convert",
+    "copy_torch_weights",
+    "counting",
+]

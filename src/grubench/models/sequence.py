@@ -8,8 +8,9 @@
 
 The recurrent layer is given as a factory (a Hydra `_partial_` target) and called with the
 keyword arguments torch's fused layers take: input_size, hidden_size, num_layers, dropout,
-bidirectional, batch_first=True. The encoding and head are decided by the task's description,
-so a model knows nothing of data sets beyond `TaskSpec`.
+bidirectional, batch_first=True, and seq_len=<the task's sequence length> if it takes `seq_len`
+(JANET's chrono initialisation needs it). The encoding and head are decided by the task's
+description, so a model knows nothing of data sets beyond `TaskSpec`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from grubench.data.base import TaskSpec, require_positive
+from grubench.models import counting
+from grubench.models.layers import accepts
 
 
 class OneHot(nn.Module):
@@ -62,9 +65,10 @@ class SequenceModel(nn.Module):
         self.name = name
         self.task = task
         self.encoding, features = self._encoding(task, embed_dim)
+        extra = {"seq_len": task.seq_len} if accepts(recurrent, "seq_len") else {}
         self.recurrent = recurrent(
             input_size=features, hidden_size=hidden_size, num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional, batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional, batch_first=True, **extra,
         )
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
@@ -101,9 +105,16 @@ class SequenceModel(nn.Module):
         return torch.cat([out[:, -1, :H], out[:, 0, H:]], dim=-1)
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters of the recurrent stack, and of the whole model (total, trainable)."""
-        return {
+        """Parameters of the recurrent stack, and of the whole model (total, trainable); and
+        `flops/step`, the recurrent stack's forward FLOPs per time step and sequence
+        (`grubench.models.counting`; left out for a recurrent layer it has no formula for)."""
+        counts = {
             "params/recurrent": sum(p.numel() for p in self.recurrent.parameters()),
             "params/total": sum(p.numel() for p in self.parameters()),
             "params/trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
         }
+        try:
+            counts["flops/step"] = counting.flops(counting.structure(self.recurrent))
+        except ValueError:
+            pass
+        return counts

@@ -1,0 +1,195 @@
+"""`Recurrent`: runs any cell of `grubench.models.cells` over the time axis, like torch.nn.GRU.
+
+    x [B, T, F] (batch first)
+      layer l = 0 .. L-1, direction d = 0 (forward) and, if bidirectional, 1 (backward):
+        xp = cell.project(x_l)              every step's input terms in one matmul [B, T, G*H]
+        for t in time (reversed for d = 1):
+            state = cell.step(xp[:, t], state)
+        x_{l+1} = concat over d of the outputs h_t   [B, T, D*H], then dropout if l < L-1
+      -> (out [B, T, D*H], final state)
+
+The final state is laid out as torch's: h_n [L*D, B, H], or (h_n, c_n) for cells with a
+memory cell; index l*D + d. Cells are held in `cells` in that same order.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Callable
+
+import torch
+from torch import nn
+
+from grubench.data.base import require_positive
+from grubench.models.cells import Cell, State
+
+log = logging.getLogger("grubench")
+
+
+def accepts(factory: Callable, name: str) -> bool:
+    """Whether `factory` has a parameter called `name` (not merely **kwargs)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    param = parameters.get(name)
+    return param is not None and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+
+
+def fixed(factory: Callable, name: str) -> bool:
+    """Whether a functools.partial already gives the keyword `name` a value other than None."""
+    return isinstance(factory, functools.partial) and factory.keywords.get(name) is not None
+
+
+class Recurrent(nn.Module):
+    """A stack of recurrent layers built from one cell type, called like torch.nn.GRU.
+
+    Args:
+        cell: the cell class or factory, called as cell(input_size, hidden_size) for each layer
+            and direction, e.g. `grubench.models.GRUCell` or `functools.partial(JANETCell, beta=1)`.
+        input_size: features F per step of the input.
+        hidden_size: units H per layer and direction.
+        num_layers: stacked layers L; layer l > 0 reads the D*H outputs of layer l - 1.
+        dropout: dropout on the outputs of every layer but the last (torch's convention).
+        bidirectional: add a backward direction per layer (D = 2); outputs are [forward, backward].
+        batch_first: True: x is [B, T, F] and out [B, T, D*H]; False: time first.
+        seq_len: the task's sequence length, given to cells that take `t_max` (JANET's chrono
+            initialisation) unless the cell factory already fixes it.
+        compile: run each cell's step through torch.compile; where compilation fails (no
+            compiler, unsupported platform) one line is logged and the step runs eagerly.
+    """
+
+    def __init__(self, cell: Callable[..., Cell], input_size: int, hidden_size: int, num_layers: int = 1,
+                 dropout: float = 0.0, bidirectional: bool = False, batch_first: bool = True,
+                 seq_len: int | None = None, compile: bool = False):
+        super().__init__()
+        require_positive(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        extra = {}
+        if seq_len is not None and accepts(cell, "t_max") and not fixed(cell, "t_max"):
+            extra["t_max"] = seq_len
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.batch_first = batch_first
+        self.directions = 2 if bidirectional else 1
+        self.cells = nn.ModuleList(
+            cell(input_size if layer == 0 else self.directions * hidden_size, hidden_size, **extra)
+            for layer in range(num_layers)
+            for _ in range(self.directions)
+        )
+        if not isinstance(self.cells[0], Cell):
+            raise ValueError(f"cell must build a grubench.models.cells.Cell, got {type(self.cells[0]).__name__}")
+        self.dropout = nn.Dropout(dropout)
+        self.compile = compile
+        self._compiled: list[Callable] | None = None
+        if compile:
+            problem = compile_problem()
+            if problem:
+                log.warning("torch.compile unavailable (%s); the cell step runs eagerly", problem)
+            else:
+                self._compiled = [_compiled_step(c) for c in self.cells]
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """x [B, T, F] (batch_first) -> (out [B, T, D*H], final state [L*D, B, H] or a pair of them).
+
+        `state` is an initial state in the same layout as the final one; None starts from zeros.
+        """
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        finals = []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.directions):
+                index = layer * self.directions + direction
+                cell = self.cells[index]
+                start = cell.initial_state(x) if state is None else _pick(state, index)
+                step = self._compiled[index] if self._compiled else cell.step
+                out, final = self._run(cell, step, x, start, reverse=direction == 1)
+                outputs.append(out)
+                finals.append(final)
+            x = outputs[0] if self.directions == 1 else torch.cat(outputs, dim=-1)
+            if layer < self.num_layers - 1:
+                x = self.dropout(x)
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        if isinstance(finals[0], tuple):
+            return x, tuple(torch.stack(parts) for parts in zip(*finals))
+        return x, torch.stack(finals)
+
+    @staticmethod
+    def _run(cell: Cell, step: Callable, x: torch.Tensor, state: State, reverse: bool) -> tuple[torch.Tensor, State]:
+        """One layer, one direction: x [B, T, F] -> (outputs [B, T, H], final state)."""
+        projected = cell.project(x).unbind(1)  # unbind, not x[:, t]: one backward node, not T
+        weights = cell.recurrent_weights()
+        if reverse:
+            projected = projected[::-1]
+        outputs = []
+        for xp in projected:
+            state = step(xp, state, *weights)
+            outputs.append(cell.output(state))
+        if reverse:
+            outputs.reverse()
+        return torch.stack(outputs, dim=1), state
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, compile={self.compile}")
+
+
+@functools.cache
+def compile_problem() -> str | None:
+    """Why torch.compile cannot run here (None: it can), from a tiny function's forward and backward."""
+    try:
+        probe = torch.compile(lambda a: torch.sigmoid(a) * a)
+        probe(torch.ones(2, requires_grad=True)).sum().backward()
+    except Exception as error:  # noqa: BLE001 - any failure means: run eagerly
+        return _first_line(error)
+    return None
+
+
+def _compiled_step(cell: Cell) -> Callable:
+    """cell.step through torch.compile; if that fails at the first call, one line and eager steps."""
+    compiled = torch.compile(cell.step)
+    chosen: list[Callable] = []
+
+    def step(xp, state, *weights):
+        if not chosen:
+            try:
+                out = compiled(xp, state, *weights)
+                chosen.append(compiled)
+                return out
+            except Exception as error:  # noqa: BLE001
+                log.warning("torch.compile failed (%s); the cell step runs eagerly", _first_line(error))
+                chosen.append(cell.step)
+        return chosen[0](xp, state, *weights)
+
+    return step
+
+
+def _pick(state: State, index: int) -> State:
+    if isinstance(state, tuple):
+        return tuple(part[index] for part in state)
+    return state[index]
+
+
+def _first_line(error: Exception) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    return text.splitlines()[0][:200]
+
+
+def copy_torch_weights(fused: nn.RNNBase, layer: Recurrent) -> None:
+    """Copy the weights of torch's nn.RNN / nn.GRU / nn.LSTM into a `Recurrent` of its twin cells
+    (TorchRNNCell, TorchGRUCell, TorchLSTMCell) of the same sizes."""
+    if len(layer.cells) != fused.num_layers * (2 if fused.bidirectional else 1):
+        raise ValueError("the fused layer and the cell layer differ in layers or directions")
+    with torch.no_grad():
+        for index, cell in enumerate(layer.cells):
+            layer_index, direction = divmod(index, layer.directions)
+            suffix = f"l{layer_index}" + ("_reverse" if direction else "")
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(fused, f"{name}_{suffix}"))

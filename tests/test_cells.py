@@ -1,0 +1,392 @@
+"""The cells follow their equations: loop twins equal torch's fused layers, the document's GRU
+equals a NumPy transcription, gate semantics (C6), the Keras conversion, the LSTM ablations."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from grubench.models import (
+    GRUCell,
+    JANETCell,
+    LSTMCell,
+    LSTMCoupledCell,
+    LSTMNoForgetCell,
+    LSTMNoInputCell,
+    LSTMNoOutputCell,
+    Recurrent,
+    TorchGRUCell,
+    TorchLSTMCell,
+    TorchRNNCell,
+    convert,
+    copy_torch_weights,
+    layers,
+)
+
+
+def sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def leaves(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def assert_close_1e5(actual, expected, what=""):
+    """max |actual - expected| <= 1e-5, scaled by the largest |expected| where that exceeds 1:
+    a gradient summed over many steps carries float32 round-off in proportion to its size."""
+    scale = max(1.0, expected.abs().max().item())
+    error = (actual - expected).abs().max().item()
+    assert error <= 1e-5 * scale, f"{what}: max error {error:.2e} > 1e-5 x {scale:.1f}"
+
+
+def numpy_weights(cell):
+    return {name: p.detach().double().numpy() for name, p in cell.named_parameters()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop twins of torch's fused layers
+
+
+@pytest.mark.parametrize("fused_class, twin", [(nn.RNN, TorchRNNCell), (nn.GRU, TorchGRUCell), (nn.LSTM, TorchLSTMCell)])
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
+def test_loop_twin_matches_fused_layer_in_outputs_and_gradients(fused_class, twin, num_layers, bidirectional):
+    torch.manual_seed(0)
+    fused = fused_class(5, 16, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    loop = Recurrent(twin, 5, 16, num_layers=num_layers, bidirectional=bidirectional)
+    copy_torch_weights(fused, loop)
+    x = torch.randn(4, 30, 5)
+    x_fused, x_loop = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_fused, state_fused = fused(x_fused)
+    out_loop, state_loop = loop(x_loop)
+    torch.testing.assert_close(out_loop, out_fused, rtol=0, atol=1e-5)
+    for a, b in zip(leaves(state_loop), leaves(state_fused)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+    # a loss on every output and on the final state reaches every weight
+    weights = torch.randn_like(out_fused)
+    def loss(out, state):
+        return (out * weights).sum() + sum(s.pow(2).sum() for s in leaves(state))
+    loss(out_fused, state_fused).backward()
+    loss(out_loop, state_loop).backward()
+    assert_close_1e5(x_loop.grad, x_fused.grad, "input gradient")
+    for index, cell in enumerate(loop.cells):
+        layer, direction = divmod(index, loop.directions)
+        suffix = f"l{layer}" + ("_reverse" if direction else "")
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            expected = getattr(fused, f"{name}_{suffix}").grad
+            assert_close_1e5(getattr(cell, name).grad, expected, f"{name}_{suffix}")
+
+
+def test_loop_accepts_an_initial_state_and_time_first_input():
+    torch.manual_seed(0)
+    fused = nn.LSTM(3, 8, num_layers=2, bidirectional=True)
+    loop = Recurrent(TorchLSTMCell, 3, 8, num_layers=2, bidirectional=True, batch_first=False)
+    copy_torch_weights(fused, loop)
+    x, h0, c0 = torch.randn(7, 2, 3), torch.randn(4, 2, 8), torch.randn(4, 2, 8)
+    out_fused, (h_fused, c_fused) = fused(x, (h0, c0))
+    out_loop, (h_loop, c_loop) = loop(x, (h0, c0))
+    torch.testing.assert_close(out_loop, out_fused, rtol=0, atol=1e-5)
+    torch.testing.assert_close(c_loop, c_fused, rtol=0, atol=1e-5)
+
+
+def test_dropout_acts_between_layers_only_in_training():
+    torch.manual_seed(0)
+    layer = Recurrent(GRUCell, 3, 8, num_layers=2, dropout=0.5)
+    x = torch.randn(2, 5, 3)
+    layer.eval()
+    assert torch.equal(layer(x)[0], layer(x)[0])
+    layer.train()
+    assert not torch.equal(layer(x)[0], layer(x)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# the document's GRU
+
+
+def numpy_document_gru(x, h, w, H):
+    """The document's equations in float64 NumPy, one step at a time: x [B, T, F], h [B, H]."""
+    W_r, W_z, W_h = np.split(w["weight_ih"], 3)
+    U_r, U_z, U_h = np.split(w["weight_hh"], 3)
+    b_r, b_z, b_h = np.split(w["bias"], 3)
+    outputs = []
+    for t in range(x.shape[1]):
+        x_t = x[:, t]
+        r = sigmoid(x_t @ W_r.T + h @ U_r.T + b_r)
+        z = sigmoid(x_t @ W_z.T + h @ U_z.T + b_z)
+        candidate = np.tanh(x_t @ W_h.T + (r * h) @ U_h.T + b_h)
+        h = (1 - z) * h + z * candidate
+        outputs.append(h)
+    return np.stack(outputs, axis=1)
+
+
+def test_document_gru_matches_numpy_transcription_in_float64():
+    torch.manual_seed(0)
+    layer = Recurrent(GRUCell, 6, 10).double()
+    x = torch.randn(3, 25, 6, dtype=torch.float64)
+    out, h_n = layer(x)
+    expected = numpy_document_gru(x.numpy(), np.zeros((3, 10)), numpy_weights(layer.cells[0]), 10)
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h_n[0].detach().numpy(), expected[:, -1], rtol=0, atol=1e-12)
+
+
+def test_hand_unrolled_cell_equals_the_layer():
+    torch.manual_seed(0)
+    layer = Recurrent(GRUCell, 6, 10)
+    cell = layer.cells[0]
+    x = torch.randn(2, 12, 6)
+    h = None
+    for x_t in x.unbind(1):
+        out, h = cell(x_t, h)
+    torch.testing.assert_close(out, layer(x)[0][:, -1], rtol=0, atol=1e-6)
+
+
+def forced(cell: GRUCell, gate: str, value: float) -> GRUCell:
+    """Force the document cell's gate 'r' or 'z' to 0 or 1: zero weights, bias -inf or +inf."""
+    block = {"r": 0, "z": 1}[gate]
+    H = cell.hidden_size
+    rows = slice(block * H, (block + 1) * H)
+    with torch.no_grad():
+        cell.weight_ih[rows] = 0
+        cell.weight_hh[rows] = 0
+        cell.bias[rows] = float("inf") if value == 1 else float("-inf")
+    return cell
+
+
+def test_c6_update_gate_zero_keeps_the_previous_state():
+    torch.manual_seed(0)
+    cell = forced(GRUCell(4, 6), "z", 0)
+    h = torch.randn(3, 6)
+    for _ in range(3):
+        out, state = cell(torch.randn(3, 4), h)
+        assert torch.equal(state, h)
+
+
+def test_c6_update_gate_one_takes_the_candidate():
+    torch.manual_seed(0)
+    cell = forced(GRUCell(4, 6), "z", 1)
+    x, h = torch.randn(3, 4), torch.randn(3, 6)
+    w = numpy_weights(cell)
+    W_r, _, W_h = np.split(w["weight_ih"], 3)
+    U_r, _, U_h = np.split(w["weight_hh"], 3)
+    b_r, _, b_h = np.split(w["bias"], 3)
+    xn, hn = x.double().numpy(), h.double().numpy()
+    r = sigmoid(xn @ W_r.T + hn @ U_r.T + b_r)
+    candidate = np.tanh(xn @ W_h.T + (r * hn) @ U_h.T + b_h)
+    np.testing.assert_allclose(cell(x, h)[1].detach().numpy(), candidate, rtol=0, atol=1e-6)
+
+
+def test_c6_reset_gate_zero_makes_the_candidate_come_from_the_input_alone():
+    torch.manual_seed(0)
+    cell = forced(forced(GRUCell(4, 6), "r", 0), "z", 1)  # z = 1: the new state is the candidate
+    x = torch.randn(3, 4)
+    first = cell(x, torch.randn(3, 6))[1]
+    second = cell(x, torch.randn(3, 6))[1]
+    assert torch.equal(first, second)
+    W_h, b_h = cell.weight_ih[12:], cell.bias[12:]
+    torch.testing.assert_close(first, torch.tanh(x @ W_h.T + b_h), rtol=0, atol=1e-6)
+    # with the reset gate open, the previous state does reach the candidate
+    with torch.no_grad():
+        cell.bias[:6] = float("inf")
+    assert not torch.equal(cell(x, torch.randn(3, 6))[1], cell(x, torch.randn(3, 6))[1])
+
+
+def test_torch_convention_is_the_opposite_update_gate():
+    """The contrast the document's claim C6 turns on: in torch's GRU, z = 1 keeps h_{t-1}."""
+    torch.manual_seed(0)
+    cell = TorchGRUCell(4, 6)
+    with torch.no_grad():
+        for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh):
+            p[6:12] = 0
+        cell.bias_ih[6:12] = float("inf")
+    h = torch.randn(3, 6)
+    assert torch.equal(cell(torch.randn(3, 4), h)[1], h)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras' GRU(reset_after=False) layout
+
+
+def numpy_keras_gru(x, kernel, recurrent_kernel, bias):
+    """Keras' GRU(reset_after=False) equations in float64 NumPy (z keeps the old state)."""
+    H = recurrent_kernel.shape[0]
+    K_z, K_r, K_h = np.split(kernel, 3, axis=1)
+    R_z, R_r, R_h = np.split(recurrent_kernel, 3, axis=1)
+    b_z, b_r, b_h = np.split(bias, 3)
+    h = np.zeros((x.shape[0], H))
+    for t in range(x.shape[1]):
+        z = sigmoid(x[:, t] @ K_z + h @ R_z + b_z)
+        r = sigmoid(x[:, t] @ K_r + h @ R_r + b_r)
+        candidate = np.tanh(x[:, t] @ K_h + (r * h) @ R_h + b_h)
+        h = z * h + (1 - z) * candidate
+    return h
+
+
+def test_document_gru_converts_to_keras_reset_after_false_and_back():
+    torch.manual_seed(0)
+    layer = Recurrent(GRUCell, 5, 7).double()
+    x = torch.randn(2, 9, 5, dtype=torch.float64)
+    kernel, recurrent_kernel, bias = convert.to_keras(layer.cells[0])
+    assert kernel.shape == (5, 21) and recurrent_kernel.shape == (7, 21) and bias.shape == (21,)
+    expected = numpy_keras_gru(x.numpy(), kernel, recurrent_kernel, bias)
+    np.testing.assert_allclose(layer(x)[1][0].detach().numpy(), expected, rtol=0, atol=1e-12)
+
+    # Keras weights loaded into a fresh cell give the same function and the same weights back
+    fresh = Recurrent(GRUCell, 5, 7).double()
+    convert.from_keras(fresh.cells[0], kernel, recurrent_kernel, bias)
+    for a, b in zip(fresh.parameters(), layer.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="reset_after=False"):
+        convert.from_keras(fresh.cells[0], kernel, recurrent_kernel, np.zeros(42))
+
+
+# ---------------------------------------------------------------------------------------------
+# JANET
+
+
+def test_janet_matches_numpy_transcription_and_has_chrono_bias():
+    torch.manual_seed(0)
+    layer = Recurrent(JANETCell, 4, 9, seq_len=100).double()
+    cell = layer.cells[0]
+    assert cell.t_max == 100
+    b_f, b_c = cell.bias.detach()[:9], cell.bias.detach()[9:]
+    assert torch.all(b_f >= 0) and torch.all(b_f <= np.log(99)) and b_f.std() > 0
+    assert torch.all(b_c == 0)
+
+    x = torch.randn(3, 20, 4, dtype=torch.float64)
+    w = numpy_weights(cell)
+    W_f, W_c = np.split(w["weight_ih"], 2)
+    U_f, U_c = np.split(w["weight_hh"], 2)
+    bf, bc = np.split(w["bias"], 2)
+    c = np.zeros((3, 9))
+    for t in range(20):
+        s = x.numpy()[:, t] @ W_f.T + c @ U_f.T + bf
+        candidate = np.tanh(x.numpy()[:, t] @ W_c.T + c @ U_c.T + bc)
+        c = sigmoid(s) * c + (1 - sigmoid(s - 1.0)) * candidate
+    np.testing.assert_allclose(layer(x)[1][0].detach().numpy(), c, rtol=0, atol=1e-12)
+
+
+def test_janet_t_max_from_the_factory_wins_over_seq_len_and_is_required():
+    layer = Recurrent(functools.partial(JANETCell, t_max=7), 2, 3, seq_len=100)
+    assert layer.cells[0].t_max == 7
+    with pytest.raises(ValueError, match="needs t_max"):
+        Recurrent(JANETCell, 2, 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        JANETCell(2, 3, t_max=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM ablations: each equals the full LSTMCell with one gate pinned
+
+
+def lstm_with(variant: nn.Module, blocks: dict[str, int]) -> LSTMCell:
+    """An LSTMCell holding `variant`'s weights, its other gates pinned open (weights 0, bias +inf)."""
+    H = variant.hidden_size
+    full = LSTMCell(variant.input_size, H).double()
+    order = "ifgo"
+    with torch.no_grad():
+        for gate in order:
+            rows = slice(order.index(gate) * H, (order.index(gate) + 1) * H)
+            if gate in blocks:
+                source = slice(blocks[gate] * H, (blocks[gate] + 1) * H)
+                full.weight_ih[rows] = variant.weight_ih[source]
+                full.weight_hh[rows] = variant.weight_hh[source]
+                full.bias[rows] = variant.bias[source]
+            else:
+                full.weight_ih[rows] = 0
+                full.weight_hh[rows] = 0
+                full.bias[rows] = float("inf")
+    return full
+
+
+@pytest.mark.parametrize("variant, blocks", [
+    (LSTMNoForgetCell, {"i": 0, "g": 1, "o": 2}),
+    (LSTMNoInputCell, {"f": 0, "g": 1, "o": 2}),
+    (LSTMNoOutputCell, {"i": 0, "f": 1, "g": 2}),
+])
+def test_lstm_without_a_gate_is_the_lstm_with_that_gate_pinned_open(variant, blocks):
+    torch.manual_seed(0)
+    ablated = Recurrent(variant, 4, 6).double()
+    full = Recurrent(LSTMCell, 4, 6).double()
+    full.cells[0] = lstm_with(ablated.cells[0], blocks)
+    x = torch.randn(3, 15, 4, dtype=torch.float64)
+    out_a, (h_a, c_a) = ablated(x)
+    out_f, (h_f, c_f) = full(x)
+    torch.testing.assert_close(out_a, out_f, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c_a, c_f, rtol=0, atol=1e-12)
+
+
+def test_coupled_lstm_is_the_lstm_whose_forget_gate_is_one_minus_its_input_gate():
+    torch.manual_seed(0)
+    coupled = Recurrent(LSTMCoupledCell, 4, 6).double()
+    full = Recurrent(LSTMCell, 4, 6).double()
+    full.cells[0] = lstm_with(coupled.cells[0], {"i": 0, "g": 1, "o": 2})
+    with torch.no_grad():  # f = sigmoid(-a_i) = 1 - sigmoid(a_i)
+        for name in ("weight_ih", "weight_hh", "bias"):
+            getattr(full.cells[0], name)[6:12] = -getattr(full.cells[0], name)[0:6]
+    x = torch.randn(3, 15, 4, dtype=torch.float64)
+    torch.testing.assert_close(coupled(x)[0], full(x)[0], rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# the layer's options and errors
+
+
+def test_bidirectional_stack_shapes_and_backward_direction():
+    torch.manual_seed(0)
+    layer = Recurrent(LSTMNoOutputCell, 3, 5, num_layers=3, bidirectional=True)
+    out, (h_n, c_n) = layer(torch.randn(2, 7, 3))
+    assert out.shape == (2, 7, 10) and h_n.shape == c_n.shape == (6, 2, 5)
+    torch.testing.assert_close(out[:, -1, :5], h_n[4])   # last layer, forward: ends at t = T-1
+    torch.testing.assert_close(out[:, 0, 5:], h_n[5])    # last layer, backward: ends at t = 0
+
+
+def test_compile_falls_back_to_eager_with_one_logged_line(monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    layers.compile_problem.cache_clear()
+    try:
+        torch.manual_seed(0)
+        with caplog.at_level(logging.WARNING, logger="grubench"):
+            compiled = Recurrent(GRUCell, 3, 4, compile=True)
+    finally:
+        layers.compile_problem.cache_clear()
+    eager = Recurrent(GRUCell, 3, 4)
+    eager.load_state_dict(compiled.state_dict())
+    x = torch.randn(2, 5, 3)
+    assert torch.equal(compiled(x)[0], eager(x)[0])
+    (record,) = [r for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert "no compiler here" in record.getMessage() and "\n" not in record.getMessage()
+
+
+def test_compiled_step_that_fails_at_its_first_call_runs_eagerly(monkeypatch, caplog):
+    def failing_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("backend failed")
+        return call
+
+    cell = GRUCell(3, 4)
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    step = layers._compiled_step(cell)
+    x = torch.randn(2, 3)
+    with caplog.at_level(logging.WARNING, logger="grubench"):
+        first = step(cell.project(x), torch.zeros(2, 4), *cell.recurrent_weights())
+        step(cell.project(x), torch.zeros(2, 4), *cell.recurrent_weights())
+    assert torch.equal(first, cell(x)[1])
+    assert sum("backend failed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_bad_arguments_are_value_errors():
+    with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+        Recurrent(GRUCell, 3, 0)
+    with pytest.raises(ValueError, match="dropout"):
+        Recurrent(GRUCell, 3, 4, dropout=1.0)
+    with pytest.raises(ValueError, match="must build a grubench.models.cells.Cell"):
+        Recurrent(nn.GRUCell, 3, 4)
