@@ -151,7 +151,7 @@ def test_cells_are_the_product_of_the_grid():
                              "batch": [2], "seq_len": [5, 10, 20], "hidden": [8]})
     todo = cells(grid)
     assert len(todo) == 2 * 2 * 3
-    assert todo[0] == Cell("rnn", "cpu", "32-true", 2, 5, 8)
+    assert todo[:2] == [Cell("rnn", "cpu", "32-true", 2, 5, 8), Cell("gru", "cpu", "32-true", 2, 5, 8)]
     assert todo[-1] == Cell("gru", "cpu", "bf16-mixed", 2, 20, 8)
 
 
@@ -235,3 +235,17 @@ def test_overhead_measures_harness_and_plain_loop_on_the_same_steps(tmp_path):
     runs = MlflowClient(result["uri"]).search_runs(
         [MlflowClient(result["uri"]).get_experiment_by_name("overhead").experiment_id])
     assert len(runs) == 1 and "train/loss" in runs[0].data.metrics
+
+
+def test_time_budget_records_the_cells_left_as_skipped():
+    from grubench.bench.grid import run_grid
+
+    settings = OmegaConf.create({
+        "grid": {"models": ["rnn", "gru"], "device": ["cpu"], "precision": ["32-true"], "batch": [2],
+                 "seq_len": [3], "hidden": [4]},
+        "input_size": None, "model_overrides": [], "warmup": 0, "repeats": 1, "max_seconds": 1.0, "seed": 0,
+        "budget_s": 0,
+    })
+    rows = run_grid(settings, progress=False)
+    assert [(r["model"], r["status"]) for r in rows] == [("rnn", "skipped: time budget of 0 s spent"),
+                                                         ("gru", "skipped: time budget of 0 s spent")]

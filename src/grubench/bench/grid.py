@@ -33,6 +33,7 @@ import csv
 import itertools
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,13 +84,14 @@ def as_list(value) -> list:
 
 
 def cells(grid: DictConfig) -> list[Cell]:
-    """The grid's cells, model by model, shortest and smallest first."""
+    """The grid's cells, sizes outermost and models innermost, so that models are compared at
+    each size side by side (and a time budget cuts sizes, not models)."""
     missing = [k for k in ("models", "device", "precision", "batch", "seq_len", "hidden") if grid.get(k) is None]
     if missing:
         raise GrubenchError(f"bench grid is missing {', '.join(missing)}")
-    return [Cell(m, d, p, int(b), int(t), int(h)) for m, d, p, b, h, t in itertools.product(
-        as_list(grid.models), as_list(grid.device), as_list(grid.precision), as_list(grid.batch),
-        as_list(grid.hidden), as_list(grid.seq_len))]
+    return [Cell(m, d, p, int(b), int(t), int(h)) for d, p, b, h, t, m in itertools.product(
+        as_list(grid.device), as_list(grid.precision), as_list(grid.batch), as_list(grid.hidden),
+        as_list(grid.seq_len), as_list(grid.models))]
 
 
 def environment() -> dict[str, str]:
@@ -217,16 +219,23 @@ def write_csv(rows: list[dict], path: Path, columns: list[str] | None = None) ->
 
 
 def run_grid(settings: DictConfig, on_row=None, progress: bool = True) -> list[dict]:
-    """Measure every cell of `settings.grid`; `on_row(row, model_node)` is called after each cell."""
+    """Measure every cell of `settings.grid`; `on_row(row, model_node)` is called after each cell.
+    Once `settings.budget_s` seconds have passed, the cells left are recorded as skipped."""
     runner = Runner(settings)
     todo = cells(settings.grid)
+    budget = settings.get("budget_s")
+    started = time.perf_counter()
     rows = []
     bar = tqdm(total=len(todo), desc="bench", file=sys.stderr, dynamic_ncols=True, disable=not progress,
                leave=False)
     tqdm.write(format_header())
     for cell in todo:
         bar.set_postfix_str(cell.label)
-        row, node = runner.run(cell)
+        if budget is not None and time.perf_counter() - started > budget:
+            row, node = blank_row(cell, int(settings.input_size or cell.hidden)), None
+            row["status"] = f"skipped: time budget of {budget} s spent"
+        else:
+            row, node = runner.run(cell)
         rows.append(row)
         tqdm.write(format_row(row))
         if on_row is not None:

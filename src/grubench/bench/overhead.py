@@ -21,6 +21,9 @@ as the whole fit's wall time beside the step times.
     fit ratio   = plain wall time / harness wall time, whole fit (startup and epoch ends included)
 
 Trials alternate harness, plain, harness, plain ...; the ratios quoted are medians over rounds.
+`--clock cpu` times steps by this process's CPU time instead of the wall clock: on a CPU shared
+with other work it is far steadier (it leaves out time the process waits, e.g. on a GPU or I/O,
+so use the wall clock on a GPU).
 `--profile FILE` also profiles the steady-state steps of one harness fit (cProfile) and prints
 where their time goes.
 """
@@ -51,17 +54,21 @@ DEFAULTS = ["+model=gru", "trainer=cpu", "trainer.max_epochs=2", "trainer.limit_
             "trainer.limit_val_batches=4", "trainer.limit_test_batches=4"]
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 class StepClock(pl.Callback):
     """Notes the time at the start of each training step, per epoch."""
 
-    def __init__(self):
+    def __init__(self, clock: str = "wall"):
         self.epochs: list[list[float]] = []
+        self.now = CLOCKS[clock]
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epochs.append([])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.epochs[-1].append(time.perf_counter())
+        self.epochs[-1].append(self.now())
 
 
 def step_times(epochs: list[list[float]], skip: int) -> list[float]:
@@ -70,7 +77,7 @@ def step_times(epochs: list[list[float]], skip: int) -> list[float]:
     return intervals[skip:]
 
 
-def harness_trial(cfg: DictConfig, uri: str, extra_callbacks: list[pl.Callback] = ()) -> dict:
+def harness_trial(cfg: DictConfig, uri: str, extra_callbacks: list[pl.Callback] = (), clock: str = "wall") -> dict:
     """One `trainer.fit` of the real harness, in an MLflow run of experiment `cfg.tracking.experiment`."""
     from grubench.train import build_job
 
@@ -79,17 +86,17 @@ def harness_trial(cfg: DictConfig, uri: str, extra_callbacks: list[pl.Callback] 
     run = client.create_run(experiment_id, run_name=f"overhead-harness-{job.model.name}",
                             tags={"bench/role": "overhead"})
     job.logger.bind(run.info.run_id)
-    clock = StepClock()
-    job.trainer.callbacks.extend([clock, *extra_callbacks])
+    steps = StepClock(clock)
+    job.trainer.callbacks.extend([steps, *extra_callbacks])
     job.datamodule.setup()
     began = time.perf_counter()
     job.trainer.fit(job.task, datamodule=job.datamodule)
     wall = time.perf_counter() - began
     client.set_terminated(run.info.run_id, "FINISHED")
-    return {"epochs": clock.epochs, "wall_s": wall, "steps": job.trainer.global_step}
+    return {"epochs": steps.epochs, "wall_s": wall, "steps": job.trainer.global_step}
 
 
-def plain_trial(cfg: DictConfig) -> dict:
+def plain_trial(cfg: DictConfig, clock: str = "wall") -> dict:
     """The same training as `harness_trial` as a plain PyTorch loop (see the module docstring)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, "dataset")
@@ -99,13 +106,14 @@ def plain_trial(cfg: DictConfig) -> dict:
     trainer = cfg.trainer
     clip = trainer.get("gradient_clip_val")
     datamodule.setup()
+    now = CLOCKS[clock]
     began = time.perf_counter()
     epochs = []
     for _ in range(int(trainer.max_epochs)):
         starts = []
         model.train()
         for batch in itertools.islice(datamodule.train_dataloader(), _limit(trainer.limit_train_batches)):
-            starts.append(time.perf_counter())
+            starts.append(now())
             loss, _ = loss_of(batch)
             optimizer.zero_grad()
             loss.backward()
@@ -129,15 +137,16 @@ def _limit(value) -> int | None:
     return int(value)
 
 
-def measure(overrides: list[str], rounds: int = 3, skip: int = 5, uri: str | None = None) -> dict:
+def measure(overrides: list[str], rounds: int = 3, skip: int = 5, uri: str | None = None,
+            clock: str = "wall") -> dict:
     """Alternate harness and plain trials `rounds` times; return per-round numbers and medians."""
     cfg = run_config([*DEFAULTS, *overrides])
     uri = tracking.resolve_uri(uri or f"{tempfile.mkdtemp(prefix='grubench-overhead-')}/mlflow.db")
     cfg.tracking.uri, cfg.tracking.experiment = uri, "overhead"
     results = []
     for _ in range(rounds):
-        harness = harness_trial(copy.deepcopy(cfg), uri)
-        plain = plain_trial(copy.deepcopy(cfg))
+        harness = harness_trial(copy.deepcopy(cfg), uri, clock=clock)
+        plain = plain_trial(copy.deepcopy(cfg), clock=clock)
         h_steps, p_steps = step_times(harness["epochs"], skip), step_times(plain["epochs"], skip)
         results.append({
             "harness_step_ms": statistics.median(h_steps), "plain_step_ms": statistics.median(p_steps),
@@ -198,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help=f"config overrides after the defaults {' '.join(DEFAULTS)}")
     parser.add_argument("--rounds", type=int, default=3, help="harness/plain pairs (medians are over these)")
     parser.add_argument("--skip", type=int, default=5, help="warm-up steps left out of each trial")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="step times by wall clock, or by this process's CPU time (steadier on a shared CPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store of the harness runs (default: a temp one)")
     parser.add_argument("--profile", default=None, help="also cProfile one harness fit into this file")
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    result = measure(args.overrides, args.rounds, args.skip, args.tracking_uri)
+    result = measure(args.overrides, args.rounds, args.skip, args.tracking_uri, args.clock)
     print(f"{'round':>5} {'harness ms/step':>16} {'plain ms/step':>14} {'step ratio':>10} "
           f"{'harness fit s':>14} {'plain fit s':>12} {'fit ratio':>9}")
     for i, r in enumerate(result["rounds"], 1):

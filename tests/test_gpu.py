@@ -1,0 +1,107 @@
+"""The GPU path: mixed precision on cuDNN layers and cell loops, finite gradients, the dtype
+that ran recorded, CUDA-event timing and memory, gradient flow on the GPU. Skipped without CUDA.
+
+Runs in scripts/gpu_check.sh, on a machine that may lack MLflow: nothing here needs it except
+the one harness test, which is skipped there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from grubench.bench.cell import measure
+from grubench.bench.compose import model_config
+from grubench.config import build
+from grubench.data import AddingDataModule
+from grubench.data.base import TaskSpec
+from grubench.gradflow import gradient_flow
+from grubench.task import SequenceTask
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+FUSED = ["rnn", "gru", "lstm"]
+LOOPS = ["gru_doc", "janet"]
+PRECISIONS = ["32-true", "16-mixed", "bf16-mixed"]
+LOW = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+def model(name: str, seq_len: int = 20, hidden: int = 32, input_size: int = 8):
+    task = TaskSpec(name="t", input_kind="real", input_size=input_size, output="regression", num_outputs=1,
+                    seq_len=seq_len, metric="mse", chance={})
+    torch.manual_seed(0)
+    return build(model_config(name, [f"model.hidden_size={hidden}"]).model, "model", task=task)
+
+
+def ran_dtype(net, precision: str) -> torch.dtype:
+    """The dtype of the recurrent layer's output when `net` runs in `precision` on the GPU."""
+    x = torch.randn(4, net.task.seq_len, net.task.input_size, device="cuda")
+    with torch.autocast("cuda", dtype=LOW.get(precision, torch.float32), enabled=precision in LOW):
+        return net.recurrent(x)[0].dtype
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", FUSED + LOOPS)
+def test_cell_on_gpu_has_finite_gradients_and_records_the_dtype_that_ran(name, precision):
+    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        pytest.skip("no bfloat16 on this GPU")
+    net = model(name).cuda()
+    row = measure(net, torch.device("cuda"), precision, batch=16, seq_len=20, warmup=1, repeats=3, max_seconds=5)
+    assert row["grad_finite"] is True
+    assert row["fwd_ms"] > 0 and row["train_ms"] > 0 and row["repeats"] == 3
+    assert row["peak_mb"] > 0 and row["saved_mb"] > 0
+    assert row["dtype"] == str(ran_dtype(net, precision)).replace("torch.", "")
+    if precision == "32-true":
+        assert row["dtype"] == "float32"
+    elif name in FUSED:
+        assert row["dtype"] in ("float16", "bfloat16")  # cuDNN's RNNs run in a low precision under autocast
+
+
+@pytest.mark.parametrize("name", FUSED + LOOPS)
+def test_gradient_flow_on_gpu_matches_the_cpu(name):
+    net = model(name, seq_len=15)
+    batch = (torch.randn(4, 15, 8), torch.randn(4))
+    on_cpu = gradient_flow(net, batch)
+    on_gpu = gradient_flow(net.cuda(), tuple(t.cuda() for t in batch))
+    assert on_gpu.norms == pytest.approx(on_cpu.norms, rel=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "gru_doc", "janet"])
+def test_lightning_mixed_precision_training_stays_finite(name, precision):
+    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        pytest.skip("no bfloat16 on this GPU")
+    pl.seed_everything(0, verbose=False)
+    data = AddingDataModule(seq_len=50, train_size=512, val_size=64, test_size=64, batch_size=64)
+    net = build(model_config(name, ["model.hidden_size=64"]).model, "model", task=data.spec)
+    task = SequenceTask(net, torch.optim.Adam(net.parameters(), lr=1e-3))
+    trainer = pl.Trainer(accelerator="gpu", devices=1, precision=precision, max_epochs=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, datamodule=data)
+    loss = trainer.callback_metrics["train/loss"]
+    assert math.isfinite(float(loss))
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert net.last_recurrent_dtype in (torch.float16, torch.bfloat16, torch.float32)
+
+
+def test_harness_run_on_gpu_records_precision_and_dtype(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from grubench.bench.compose import run_config
+    from grubench.train import train
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = run_config(["+model=gru", "trainer=gpu", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+                      "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "dataset.limit=256",
+                      f"tracking.uri={store}"])
+    train(cfg)
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["precision/trainer"] == "16-mixed"
+    assert run.data.tags["precision/recurrent_dtype"] == "float16"
+    assert run.data.tags["device/accelerator"].startswith("cuda")
