@@ -390,3 +390,13 @@ def test_bad_arguments_are_value_errors():
         Recurrent(GRUCell, 3, 4, dropout=1.0)
     with pytest.raises(ValueError, match="must build a grubench.models.cells.Cell"):
         Recurrent(nn.GRUCell, 3, 4)
+
+
+def test_janet_config_takes_t_max_from_the_task_unless_it_sets_one():
+    from grubench.config import build
+    from tests.conftest import compose_config
+
+    for overrides, expected in ((["dataset.seq_len=37"], 37), (["dataset.seq_len=37", "model.recurrent.cell.t_max=5"], 5)):
+        cfg = compose_config(["+model=janet", "model.hidden_size=4", *overrides])
+        model = build(cfg.model, "model", task=build(cfg.dataset, "dataset").spec)
+        assert model.recurrent.cells[0].t_max == expected

@@ -1,0 +1,134 @@
+"""Training-step time of the cell-loop models against torch's fused layers (a benchmark, not a test).
+
+    python scripts/bench_cells.py                       # batch 64, length 100, hidden 128
+    python scripts/bench_cells.py --rounds 15 --no-compile --threads 1
+
+Each model is built from its packaged config (`+model=NAME`) for a regression task with 2 input
+features (the adding task's; `--input` changes it), so it is the network a run trains. One training step is forward + MSE loss + backward + Adam update on one
+random batch. The models take turns: every round times `--steps` steps of each model, in a new
+order each round, so that load from other processes falls on all of them alike. Per model it
+prints the median step time over all rounds; per cell-loop model, the median over rounds of its
+time divided by its fused twin's time in the same round (gru_doc, gru_loop -> gru; janet,
+lstm_loop -> lstm). With compile, the `+compile` rows run the cell step through torch.compile
+(compilation happens in an untimed warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import random
+import statistics
+import time
+
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from grubench.data.base import TaskSpec
+from grubench.models import counting
+from grubench.models.layers import compile_problem
+
+TWINS = {"gru": "gru", "gru_loop": "gru", "gru_doc": "gru", "lstm": "lstm", "lstm_loop": "lstm", "janet": "lstm"}
+
+
+def build(name: str, hidden: int, seq_len: int, features: int, compiled: bool) -> torch.nn.Module:
+    overrides = [f"+model={name}", f"model.hidden_size={hidden}"]
+    if compiled:
+        overrides.append("model.recurrent.compile=true")
+    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    task = TaskSpec(name="adding", input_kind="real", input_size=features, output="regression", num_outputs=1,
+                    seq_len=seq_len, metric="mse", chance={"mse": 1 / 6})
+    return instantiate(cfg.model, _partial_=True)(task=task)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--input", type=int, default=2, help="input features (the adding task has 2)")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model and round")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
+    parser.add_argument("--models", default="gru,gru_loop,gru_doc,lstm,lstm_loop,janet")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    names = args.models.split(",")
+    rows = [(name, False) for name in names]
+    if not args.no_compile:
+        problem = compile_problem()
+        if problem:
+            print(f"torch.compile unavailable here ({problem}): compile rows left out")
+        else:
+            rows += [(name, True) for name in names if name not in ("gru", "lstm")]
+
+    x = torch.rand(args.batch, args.length, args.input, device=device)
+    y = torch.rand(args.batch, device=device)
+    models, optimizers = {}, {}
+    for name, compiled in rows:
+        key = name + ("+compile" if compiled else "")
+        models[key] = build(name, args.hidden, args.length, args.input, compiled).to(device)
+        optimizers[key] = torch.optim.Adam(models[key].parameters(), lr=1e-3)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def train_step(key):
+        optimizers[key].zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(models[key](x), y)
+        loss.backward()
+        optimizers[key].step()
+
+    for key in models:  # warm-up, compilation included
+        for _ in range(2):
+            train_step(key)
+
+    times = {key: [] for key in models}   # median step time of each round, seconds
+    order = list(models)
+    for _ in range(args.rounds):
+        random.shuffle(order)
+        for key in order:
+            steps = []
+            for _ in range(args.steps):
+                sync()
+                start = time.perf_counter()
+                train_step(key)
+                sync()
+                steps.append(time.perf_counter() - start)
+            times[key].append(statistics.median(steps))
+
+    print(f"training step (forward + backward + Adam), batch {args.batch}, length {args.length}, "
+          f"hidden {args.hidden}, input {args.input}; {args.rounds} rounds x {args.steps} steps, interleaved")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}")
+    print(f"{'model':18} {'params':>7} {'FLOPs/step':>10} {'median ms':>10} {'IQR ms':>13} "
+          f"{'/ fused twin':>12} {'ratio IQR':>11}")
+    for key, seconds in times.items():
+        name = key.split("+")[0]
+        recurrent = models[key].recurrent
+        s = counting.structure(recurrent)
+        ms = [1000 * t for t in seconds]
+        q = statistics.quantiles(ms, n=4)
+        line = (f"{key:18} {counting.parameters(s):>7,} {counting.flops(s):>10,} {statistics.median(ms):>10.1f} "
+                f"{q[0]:>6.1f}-{q[2]:<6.1f}")
+        twin = TWINS.get(name)
+        if twin and twin != name and twin in times:
+            ratios = [a / b for a, b in zip(seconds, times[twin])]
+            rq = statistics.quantiles(ratios, n=4)
+            line += f" {statistics.median(ratios):>12.2f} {rq[0]:>5.2f}-{rq[2]:<5.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
