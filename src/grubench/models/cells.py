@@ -150,7 +150,7 @@ class GRUCell(Cell):
         x_rz, x_h = xp.split([2 * H, H], dim=1)
         r, z = torch.sigmoid(torch.addmm(x_rz, h, U_rz)).chunk(2, dim=1)
         candidate = torch.tanh(torch.addmm(x_h, r * h, U_h))
-        return torch.lerp(h, candidate, z)  # h + z (h~ - h) = (1 - z) h + z h~
+        return (1 - z) * h + z * candidate  # exact at z = 0 and 1; torch.lerp refuses autocast's mixed dtypes
 
 
 class JANETCell(Cell):
@@ -165,8 +165,8 @@ class JANETCell(Cell):
     bias [2H] = [b_f; b_c]; 2H(F + H) + 2H parameters. The state is c_t (= h_t).
 
     beta = 1 lets a little more input in than a coupled gate 1 - sigmoid(s) would. The forget
-    bias gets the chrono initialisation b_f = log(u), u ~ U[1, t_max - 1] (Tallec & Ollivier
-    2018, which the JANET paper cites; the authors' code draws from U[1, t_max]), so that unit
+    bias gets the chrono initialisation b_f = log(u), u ~ U[1, t_max] (van der Westhuizen &
+    Lasenby 2018, after Tallec & Ollivier 2018, who draw from U[1, t_max - 1]), so that unit
     j starts with a memory of about exp(b_f[j]) steps, spread up to the longest dependency
     t_max, typically the task's sequence length; b_c = 0.
 
@@ -192,7 +192,7 @@ class JANETCell(Cell):
         super().reset_parameters()
         H = self.hidden_size
         with torch.no_grad():
-            self.bias[:H].uniform_(1.0, self.t_max - 1.0).log_()
+            self.bias[:H].uniform_(1.0, float(self.t_max)).log_()
             self.bias[H:].zero_()
 
     def step(self, xp, c, U):
@@ -307,7 +307,8 @@ class LSTMCoupledCell(Cell):
     def step(self, xp, state, U):
         h, c = state
         i, g, o = torch.addmm(xp, h, U).chunk(3, dim=1)
-        c = torch.lerp(c, torch.tanh(g), torch.sigmoid(i))  # c + i (g - c) = (1 - i) c + i g
+        i = torch.sigmoid(i)
+        c = (1 - i) * c + i * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
@@ -361,7 +362,7 @@ class TorchGRUCell(Cell):
         h_rz, h_n = torch.addmm(b_hh, h, U).split([2 * H, H], dim=1)
         r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
         n = torch.tanh(x_n + r * h_n)
-        return torch.lerp(n, h, z)  # n + z (h - n) = (1 - z) n + z h
+        return (1 - z) * n + z * h
 
 
 class TorchLSTMCell(Cell):
