@@ -22,9 +22,12 @@ def test_every_dataset_builds_and_serves_a_batch(dataset):
     cfg = compose_config(["+model=gru", f"dataset={dataset}", "dataset.limit=8"])
     datamodule = build(cfg.dataset, "dataset")
     datamodule.setup()
-    x, y, *_ = next(iter(datamodule.train_dataloader()))
+    x, y, *mask = next(iter(datamodule.train_dataloader()))
     assert len(x) == len(y) <= 8
-    assert x.shape[1] == datamodule.spec.seq_len
+    if mask:  # variable lengths: a batch is cut to its longest sequence
+        assert x.shape[1] == int(mask[0].sum(1).max()) <= datamodule.spec.seq_len
+    else:
+        assert x.shape[1] == datamodule.spec.seq_len
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -1,14 +1,20 @@
 """Data sets: LightningDataModules that describe their task (see `base.TaskSpec`)."""
 
 from grubench.data.base import SequenceDataModule, TaskSpec, TensorBatches
+from grubench.data.chorales import ChoralesDataModule
 from grubench.data.digits import DigitsDataModule
+from grubench.data.mnist import SequentialMNISTDataModule
+from grubench.data.mnist1d import MNIST1DDataModule
 from grubench.data.synthetic import AddingDataModule, CopyDataModule
 
 __all__ = [
     "AddingDataModule",
+    "ChoralesDataModule",
     "CopyDataModule",
     "DigitsDataModule",
+    "MNIST1DDataModule",
     "SequenceDataModule",
+    "SequentialMNISTDataModule",
     "TaskSpec",
     "TensorBatches",
 ]

@@ -11,12 +11,20 @@ Batches are tuples `(x, y)` or `(x, y, mask)`:
           [B] long         classification
           [B, T] long      per-step classification
           [B, T, K] float  per-step multi-label (0/1 targets)
-    mask  [B, T] bool, optional: which steps are real (variable-length sequences)
+    mask  [B, T] bool, optional: which steps are real (variable-length sequences); the real
+          steps come first and the padding after them, so `TensorBatches` cuts each batch to
+          its longest sequence
+
+Splits are built once (`make_splits`), cut by `limit`, and moved to the trainer's device when a
+trainer sets the module up, so that batches are slices of tensors already on the accelerator.
+Data that is slow to make (generated, parsed, read from files) is cached under `cache_root()`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -66,7 +74,15 @@ class TensorBatches:
 
     Faster than a DataLoader over a TensorDataset for small sets (one slice per batch instead of
     one index per sample and a collate), with no worker processes. When `shuffle` is set, each
-    pass draws a new order from its own generator, seeded once, so the order is reproducible.
+    pass draws a new order from its own generator, seeded once, so the order is reproducible;
+    the generator's state is saved in checkpoints (`state_dict`), so a resumed run draws the
+    orders the uninterrupted run would have drawn.
+
+    In a distributed run (DDP) each of the W processes takes every W-th sequence of the order,
+    the order wrapped round to a multiple of W so that all take the same number of batches.
+
+    Masked batches `(x, y, mask)` are cut to the longest sequence they hold (the lengths are
+    counted once, on the CPU, so cutting needs no device synchronisation).
     """
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool = False, seed: int = 0):
@@ -74,20 +90,46 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        masked = len(tensors) == 3 and tensors[2].dtype == torch.bool and tensors[2].dim() == 2
+        self.lengths = tensors[2].sum(1).cpu() if masked else None
 
     def __len__(self) -> int:
-        n = len(self.tensors[0])
+        n = -(-len(self.tensors[0]) // process_share()[1])
         return (n + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         n = len(self.tensors[0])
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        rank, world = process_share()
+        if world > 1:
+            order = torch.arange(n) if order is None else order
+            share = -(-n // world)
+            order = order.repeat(-(-share * world // n))[: share * world][rank::world]
+            n = share
         for start in range(0, n, self.batch_size):
             if order is None:
-                yield tuple(t[start : start + self.batch_size] for t in self.tensors)
+                index = slice(start, start + self.batch_size)
+                batch = tuple(t[index] for t in self.tensors)
             else:
                 index = order[start : start + self.batch_size]
-                yield tuple(t[index] for t in self.tensors)
+                batch = tuple(t[index.to(t.device)] for t in self.tensors)
+            if self.lengths is not None:
+                longest = int(self.lengths[index].max())
+                batch = tuple(t[:, :longest] for t in batch)
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def process_share() -> tuple[int, int]:
+    """(rank, number of processes) in a distributed run, (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 class SequenceDataModule(pl.LightningDataModule):
@@ -115,16 +157,29 @@ class SequenceDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
-            return
-        splits = self.make_splits()
-        if self.limit is not None:
-            splits = {name: tuple(t[: self.limit] for t in tensors) for name, tensors in splits.items()}
-        self.splits = splits
+        """Build the splits once; when a trainer calls, move them to its device."""
+        if self.splits is None:
+            splits = self.make_splits()
+            if self.limit is not None:
+                splits = {name: tuple(t[: self.limit] for t in tensors) for name, tensors in splits.items()}
+            self.splits = splits
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.to_device(trainer.strategy.root_device)
+
+    def to_device(self, device: torch.device | str) -> None:
+        """Hold every split on `device` (a no-op where they already are)."""
+        device = torch.device(device)
+        self.splits = {name: tuple(t.to(device) for t in tensors) for name, tensors in self.splits.items()}
 
     def split_sizes(self) -> dict[str, int]:
         self.setup()
         return {name: len(tensors[0]) for name, tensors in self.splits.items()}
+
+    def describe(self) -> dict[str, int | float]:
+        """Statistics of the data as it is fed, by name: here the number of sequences per split
+        (`<split>/sequences`); data sets with more to say (pieces, steps, notes) add to it."""
+        return {f"{name}/sequences": n for name, n in self.split_sizes().items()}
 
     def train_dataloader(self):
         return TensorBatches(self.splits["train"], self.batch_size, shuffle=True, seed=self.seed)
@@ -134,6 +189,11 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return TensorBatches(self.splits["test"], self.batch_size)
+
+
+def cache_root() -> Path:
+    """Where data that is slow to make is cached: $GRUBENCH_CACHE, else ~/.cache/grubench."""
+    return Path(os.environ.get("GRUBENCH_CACHE") or Path.home() / ".cache" / "grubench").expanduser()
 
 
 def require_positive(**values) -> None:
