@@ -5,7 +5,7 @@
 #   scripts/chorales_chung.sh seed=1 tracking.uri=/abs/path/mlflow.db
 set -euo pipefail
 common=(dataset=chorales dataset.batch_size=16 optim.lr=0.003 trainer.max_epochs=300
-        early_stopping.patience=25 experiment=chorales_chung "claims=[C1]" "$@")
+        early_stopping.patience=25 tracking.experiment=chorales_chung "claims=[C1]" "$@")
 python -m grubench +model=rnn model.hidden_size=100 "${common[@]}"
 python -m grubench +model=gru model.hidden_size=46 "${common[@]}"
 python -m grubench +model=lstm model.hidden_size=36 "${common[@]}"

@@ -88,3 +88,14 @@ def test_training_order_follows_the_seed(cache):
 
     assert torch.equal(first_labels(1), first_labels(1))
     assert not torch.equal(first_labels(1), first_labels(2))
+
+
+def test_the_preset_trains_the_papers_gru_setting_and_lets_the_model_be_swapped():
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["+experiment=mnist1d_gru"])
+    assert cfg.model.name == "gru" and cfg.model.hidden_size == 6 and cfg.model.bidirectional
+    assert cfg.dataset._target_.endswith("MNIST1DDataModule") and cfg.dataset.batch_size == 100
+    assert cfg.optim.lr == 0.01 and cfg.trainer.max_steps == 6000 and cfg.trainer.gradient_clip_val is None
+    swapped = compose_config(["+experiment=mnist1d_gru", "model=lstm"])
+    assert swapped.model.name == "lstm" and swapped.model.hidden_size == 6 and swapped.model.bidirectional
