@@ -71,12 +71,12 @@ class Diverged(RuntimeError):
 
 class FiniteLoss(pl.Callback):
     """Stops training with `Diverged` as soon as a training loss is NaN or infinite, so that a
-    diverging run ends FAILED with a clear message instead of training on garbage. The best
-    checkpoint written so far is kept."""
+    diverging run ends FAILED with a clear message instead of training on garbage. The check
+    comes before the backward pass, so the bad loss never updates the weights; the checkpoints
+    written so far (best.ckpt, last.ckpt) are kept."""
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
+    def on_before_backward(self, trainer, pl_module, loss):
+        if not torch.isfinite(loss).all():
             raise Diverged(
                 f"training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
                 "lower optim.lr or set trainer.gradient_clip_val"

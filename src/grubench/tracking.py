@@ -7,10 +7,13 @@ or KILLED). Lightning's logger only sends metrics.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import random
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +21,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from grubench.config import GrubenchError
 
@@ -27,6 +31,45 @@ MAX_PARAM_CHARS = 6000
 
 class TrackingError(GrubenchError):
     """The MLflow store cannot be used (bad URI, unreadable or unwritable path)."""
+
+
+def locked(error: BaseException) -> bool:
+    """Whether `error` (or its cause) is SQLite refusing a write because another process holds the lock."""
+    while error is not None:
+        if "database is locked" in str(error) or "database table is locked" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def retry_when_locked(call, attempts: int = 10):
+    """`call`, retried with growing random waits (about 30 s in all) while the SQLite store is locked.
+
+    Jobs running at once share one SQLite file; MLflow waits up to 20 s for the lock, but a
+    transaction that read before it writes can be refused at once, and is then safe to repeat.
+    """
+
+    @functools.wraps(call)
+    def retrying(*args, **kwargs):
+        for attempt in range(attempts):
+            try:
+                return call(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - only a locked store is retried
+                if attempt == attempts - 1 or not locked(error):
+                    raise
+                time.sleep(min(0.1 * 2**attempt, 5.0) * random.uniform(0.5, 1.5))
+
+    return retrying
+
+
+class StoreClient(MlflowClient):
+    """An MlflowClient whose calls that touch the store retry while a SQLite store is locked."""
+
+
+for _name in ("create_experiment", "get_experiment_by_name", "restore_experiment", "create_run", "get_run",
+              "update_run", "set_terminated", "log_batch", "set_tag", "delete_tag", "search_runs",
+              "get_metric_history"):
+    setattr(StoreClient, _name, retry_when_locked(getattr(MlflowClient, _name)))
 
 
 def resolve_uri(uri: str | None, start_dir: str | os.PathLike | None = None) -> str:
@@ -88,7 +131,7 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     """Check the store, create it and the experiment if needed; return (client, experiment id)."""
     check_store(uri)
-    client = MlflowClient(uri)
+    client = StoreClient(uri)
     try:
         experiment_id = ensure_experiment(client, experiment, uri)
     except Exception as error:  # noqa: BLE001 - any failure here means the store is unusable
@@ -156,7 +199,18 @@ def environment_tags() -> dict[str, str]:
         "device": device,
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
+        "pid_start": str(process_start(os.getpid())),
     }
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux), so that a pid reused by a
+    later process is not taken for the run's; None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
 
 
 class RunLogger(MLFlowLogger):
@@ -166,13 +220,26 @@ class RunLogger(MLFlowLogger):
     then bound to the run with `bind`. Lightning calls `finalize` after fit and again after
     test; the stock logger would mark the run FINISHED there, before the test metrics and
     artifacts are in. Here the harness decides.
+
+    Writes retry while the SQLite store is locked (`StoreClient`). A resumed run is bound with
+    the (metric, step) pairs the store already holds: epochs run again after a kill are not
+    written twice.
     """
 
     def __init__(self, uri: str):
         super().__init__(tracking_uri=uri)
+        self._mlflow_client = StoreClient(uri)
+        self.already_logged: set[tuple[str, int]] = set()
 
-    def bind(self, run_id: str) -> None:
+    def bind(self, run_id: str, already_logged: set[tuple[str, int]] = frozenset()) -> None:
         self._run_id = run_id
+        self.already_logged = set(already_logged)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        metrics = {key: value for key, value in metrics.items() if (key, step or 0) not in self.already_logged}
+        if metrics:
+            super().log_metrics(metrics, step)
 
     def finalize(self, status: str = "success") -> None:
         pass

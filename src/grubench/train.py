@@ -6,6 +6,8 @@
       -> record speed, memory, precision, checkpoint, job log -> close the run
 
 The run ends FINISHED, FAILED (error tag and traceback artifact) or KILLED (Ctrl-C, SIGTERM).
+`resume=RUN_ID` reopens a run that died and trains on from its last checkpoint (resume.py). In a
+multi-device run only rank 0 does the MLflow part; the other ranks only train (devices.py).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-from grubench import tracking
+from grubench import checkpointing, devices, guards, tracking
+from grubench import resume as resuming
 from grubench.callbacks import FiniteLoss, Throughput
-from grubench.config import GrubenchError, build, check
+from grubench.config import ConfigError, GrubenchError, build, check
 from grubench.data.base import SequenceDataModule
 from grubench.gradflow import GradientFlow
 from grubench.models.sequence import SequenceModel
@@ -97,11 +100,18 @@ class Job:
     checkpoint: ModelCheckpoint
     throughput: Throughput
     folder: Path
+    resume_point: checkpointing.ResumePoint
 
 
-def build_job(cfg: DictConfig, uri: str) -> Job:
+def multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> Job:
     """Check the config and build data set, model, optimiser and trainer; ConfigError if any is bad."""
     check(cfg)
+    if multirun():
+        devices.check_sweep_devices(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, "dataset")
     spec = datamodule.spec
@@ -109,26 +119,43 @@ def build_job(cfg: DictConfig, uri: str) -> Job:
     task = SequenceTask(model, build(cfg.optim, "optim", params=model.parameters()))
     folder = output_dir()
     monitor = f"val/{spec.metric}"
-    checkpoint = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor=monitor,
-                                 mode=spec.metric_mode, save_top_k=1, save_last=True)
+    checkpoint_dir = checkpoint_dir or folder / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor,
+                                 mode=spec.metric_mode, save_top_k=1)
+    resume_point = checkpointing.ResumePoint(checkpoint_dir)  # last.ckpt
     throughput = Throughput()
-    callbacks = [checkpoint, throughput, FiniteLoss()]
+    callbacks = [resume_point, checkpoint, throughput, FiniteLoss()]
     if cfg.gradient_flow:
         callbacks.append(GradientFlow())
     if cfg.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
     logger = tracking.RunLogger(uri)
-    trainer = build(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(folder))
-    return Job(datamodule, model, task, trainer, logger, checkpoint, throughput, folder)
+    trainer = build(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(folder),
+                    plugins=[checkpointing.AtomicCheckpointIO()])
+    return Job(datamodule, model, task, trainer, logger, checkpoint, throughput, folder, resume_point)
+
+
+def build_checked_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> Job:
+    """`build_job`, a model too large for memory reported as the setting to lower."""
+    try:
+        return build_job(cfg, uri, checkpoint_dir)
+    except RuntimeError as failure:
+        if guards.out_of_memory(failure):
+            raise ConfigError(guards.out_of_memory_message(cfg, building=True)) from failure
+        raise
 
 
 def train(cfg: DictConfig) -> float | None:
     """Train and test one model; return the best validation score (for sweepers)."""
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_store(uri)
-    job = build_job(cfg, uri)
-    client, experiment_id = tracking.open_store(uri, cfg.tracking.experiment)
+    if not devices.rank_zero():
+        return train_beside_rank_zero(uri)
     overrides = task_overrides()
+    if cfg.get("resume"):
+        return train_resumed(cfg, uri, overrides)
+    job = build_checked_job(cfg, uri)
+    client, experiment_id = tracking.open_store(uri, cfg.tracking.experiment)
     spec = job.datamodule.spec
     tags = {
         **tracking.environment_tags(),
@@ -141,19 +168,51 @@ def train(cfg: DictConfig) -> float | None:
         "claims": ",".join(cfg.get("claims") or []),
         "overrides": " ".join(overrides),
         "seed": cfg.seed,
+        "checkpoint_dir": job.resume_point.path.parent.resolve(),
     }
     parent = parent_run_id()
     if parent:
         tags["mlflow.parentRunId"] = parent
+        tags["sweep/job"] = HydraConfig.get().job.num
     run = client.create_run(experiment_id, run_name=run_name(cfg, job.model.name, spec.name, overrides),
                             tags={k: str(v) for k, v in tags.items()})
     run_id = run.info.run_id
     job.logger.bind(run_id)
     log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
+    return run_to_the_end(cfg, client, run_id, uri, job, overrides)
 
+
+def train_resumed(cfg: DictConfig, uri: str, overrides: list[str]) -> float | None:
+    """Reopen the run `cfg.resume` names and train on from its last checkpoint (resume.py)."""
+    client, _ = tracking.open_store(uri, cfg.tracking.experiment)
+    resumed = resuming.find(cfg, client, uri, overrides)
+    job = build_checked_job(resumed.config, uri, resumed.checkpoint_dir)
+    resuming.reopen(client, resumed)
+    job.logger.bind(resumed.run_id, resumed.logged)
+    log.info("MLflow run %s resumed from %s", resumed.run_id, resumed.checkpoint or "the start")
+    return run_to_the_end(resumed.config, client, resumed.run_id, uri, job, overrides, resumed=True)
+
+
+def train_beside_rank_zero(uri: str) -> float | None:
+    """A process of rank > 0 in a multi-device run: trains beside rank 0, on the config rank 0
+    wrote into the job folder they share (Lightning runs it there), and records nothing."""
+    cfg = OmegaConf.load(output_dir() / "config.yaml")
+    resume_from = cfg.get("resume")
+    job = build_job(cfg, uri, Path(resume_from).parent if resume_from else None)
+    job.datamodule.setup()
+    job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=resume_from, weights_only=True)
+    ckpt = "best" if job.checkpoint.best_model_path else None
+    job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+    return None
+
+
+def run_to_the_end(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overrides: list[str],
+                   resumed: bool = False) -> float | None:
+    """Fit and test in the open run `run_id`, then close it FINISHED, FAILED or KILLED."""
+    job.resume_point.run_id = run_id
     status, error = "FAILED", None
     try:
-        best = fit_and_test(cfg, client, run_id, uri, job, overrides)
+        best = fit_and_test(cfg, client, run_id, uri, job, overrides, resumed)
         status = "FINISHED"
         return best
     except KeyboardInterrupt:
@@ -165,6 +224,8 @@ def train(cfg: DictConfig) -> float | None:
         raise KeyboardInterrupt from exit_
     except Exception as failure:  # noqa: BLE001 - every failure is recorded, then reported
         error = f"{type(failure).__name__}: {failure}".strip().splitlines()[0]
+        if guards.out_of_memory(failure):
+            error = guards.out_of_memory_message(cfg)
         (job.folder / "error.txt").write_text(traceback.format_exc())
         tracking.log_artifact(client, run_id, job.folder / "error.txt")
         raise RunFailed(f"run {run_id} failed: {error} (traceback in the run's error.txt)") from failure
@@ -176,20 +237,23 @@ def train(cfg: DictConfig) -> float | None:
         client.set_terminated(run_id, status)
 
 
-def fit_and_test(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overrides: list[str]) -> float | None:
+def fit_and_test(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overrides: list[str],
+                 resumed: bool = False) -> float | None:
     spec, folder = job.datamodule.spec, job.folder
-    tracking.log_params(client, run_id, tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
-    for name in ("config.yaml", "overrides.yaml"):
-        tracking.log_artifact(client, run_id, folder / name)
-    tracking.log_metrics(client, run_id, job.model.parameter_counts())
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # also read by ranks > 0
+    if not resumed:  # a resumed run recorded these when it first opened
+        tracking.log_params(client, run_id, tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        for name in ("config.yaml", "overrides.yaml"):
+            tracking.log_artifact(client, run_id, folder / name)
+        tracking.log_metrics(client, run_id, job.model.parameter_counts())
 
     job.datamodule.setup()
     tracking.set_tags(client, run_id, {f"data/{split}_size": n for split, n in job.datamodule.split_sizes().items()})
-    job.trainer.fit(job.task, datamodule=job.datamodule)
+    job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
     ckpt = "best" if job.checkpoint.best_model_path else None
-    results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False)[0]
+    results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
+                               weights_only=True)[0]
 
     tracking.set_tags(client, run_id, {
         "precision/trainer": job.trainer.precision,

@@ -1,0 +1,140 @@
+"""`resume=RUN_ID` or `resume=PATH.ckpt`: continue a crashed or killed run, in the same MLflow run.
+
+    python -m grubench resume=3f2a...            # the run's last checkpoint (tag checkpoint_dir)
+    python -m grubench resume=outputs/.../checkpoints/last.ckpt
+
+A resumed run
+  1. finds the run (by id, or by the id its checkpoint holds) and its checkpoint;
+  2. takes the config the run recorded (its config.yaml artifact): overrides given beside
+     `resume` must agree with it, `tracking.uri` aside (the store is where the command says);
+  3. reopens the run: RUNNING again, owned by this host and process, `resumed` counted;
+  4. trains on from the checkpoint. The epochs after the checkpoint run again from their first
+     batch; metric entries the dead process had already written for them are not written twice.
+
+A run still alive, or one that finished, is not resumed. A run killed before its first
+checkpoint starts over, in the same run.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from grubench import checkpointing, tracking
+from grubench.config import ConfigError
+
+# Overrides that may differ from the recorded config: resume itself, and where the store is.
+FREE_KEYS = ("resume", "tracking.uri")
+
+
+@dataclass
+class Resumed:
+    run_id: str
+    checkpoint: Path | None      # None: no checkpoint yet, the run starts over
+    checkpoint_dir: Path | None
+    config: DictConfig           # the recorded config, `resume` set to the checkpoint path
+    logged: set[tuple[str, int]]  # (metric, step) pairs the store already holds
+
+
+def find(cfg: DictConfig, client, uri: str, overrides: list[str]) -> Resumed:
+    target = str(cfg.resume)
+    checkpoint: Path | None = None
+    if target.endswith(".ckpt") or Path(target).is_file():
+        checkpoint = Path(target).expanduser().resolve()
+        if not checkpoint.is_file():
+            raise ConfigError(f"resume: no checkpoint at {checkpoint}")
+        run_id = checkpointing.run_id_of(checkpoint)
+        if not run_id:
+            raise ConfigError(f"resume: {checkpoint} holds no grubench run id; resume from a checkpoint grubench wrote")
+    else:
+        run_id = target
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as error:
+        raise ConfigError(f"resume: no run {run_id} in {uri}; give tracking.uri= the store the run is in") from error
+    check_resumable(run)
+    tags = run.data.tags
+    checkpoint_dir = checkpoint.parent if checkpoint else Path(tags["checkpoint_dir"]) if tags.get("checkpoint_dir") else None
+    if checkpoint is None and checkpoint_dir is not None and (checkpoint_dir / checkpointing.LAST).is_file():
+        checkpoint = checkpoint_dir / checkpointing.LAST
+    config = recorded_config(cfg, run_id, uri, overrides)
+    config.resume = str(checkpoint) if checkpoint else None
+    return Resumed(run_id, checkpoint, checkpoint_dir, config, logged_pairs(client, run))
+
+
+def check_resumable(run) -> None:
+    from grubench.gc import process_alive
+
+    info, tags = run.info, run.data.tags
+    if info.status == "FINISHED":
+        raise ConfigError(f"resume: run {info.run_id} finished; there is nothing to resume")
+    if info.status == "RUNNING" and tags.get("host") == socket.gethostname() and tags.get("pid"):
+        started = int(tags["pid_start"]) if tags.get("pid_start", "").isdigit() else None
+        if process_alive(int(tags["pid"]), started):
+            raise ConfigError(f"resume: run {info.run_id} is still running (pid {tags['pid']}); stop it first")
+
+
+def recorded_config(cfg: DictConfig, run_id: str, uri: str, overrides: list[str]) -> DictConfig:
+    """The run's config.yaml artifact, checked against the overrides given now.
+
+    Keys the config gained since the run was recorded take the values composed now."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
+                                                       tracking_uri=uri, dst_path=folder)
+        except Exception as error:  # noqa: BLE001 - any failure: the run cannot be resumed
+            raise ConfigError(f"resume: run {run_id} has no readable config.yaml artifact") from error
+        recorded = OmegaConf.load(path)
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in FREE_KEYS or key.startswith("hydra"):
+            continue
+        now, before = leaves(OmegaConf.select(cfg, key), key), leaves(OmegaConf.select(recorded, key), key)
+        for leaf in sorted(set(now) | set(before)):
+            if now.get(leaf) != before.get(leaf):
+                raise ConfigError(f"resume: the command line sets {leaf}={now.get(leaf)}, run {run_id} has "
+                                  f"{leaf}={before.get(leaf)}; a resumed run keeps its config (drop {override})")
+    for key in cfg:
+        if key not in recorded:
+            recorded[key] = cfg[key]
+    recorded.tracking.uri = cfg.tracking.uri
+    return recorded
+
+
+def leaves(value, key: str) -> dict:
+    """{"model.hidden_size": 8, ...} for a config node at `key`, {key: value} for a plain value."""
+    if OmegaConf.is_list(value):
+        return {key: OmegaConf.to_container(value, resolve=True)}
+    if not OmegaConf.is_dict(value):
+        return {key: value}
+    flat = tracking.flatten(OmegaConf.to_container(value, resolve=True))
+    return {f"{key}.{name.replace('/', '.')}": leaf for name, leaf in flat.items()}
+
+
+def logged_pairs(client, run) -> set[tuple[str, int]]:
+    pairs = set()
+    for key in run.data.metrics:
+        pairs.update((key, m.step) for m in client.get_metric_history(run.info.run_id, key))
+    return pairs
+
+
+def reopen(client, resumed: Resumed) -> None:
+    """Mark the run RUNNING again, owned by this process; clear the error of its last attempt."""
+    run = client.get_run(resumed.run_id)
+    client.update_run(resumed.run_id, status="RUNNING")
+    if "error" in run.data.tags:
+        client.delete_tag(resumed.run_id, "error")
+    count = int(run.data.tags.get("resumed", "0")) + 1
+    epoch = None
+    if resumed.checkpoint is not None:
+        epoch = checkpointing.read(resumed.checkpoint).get("epoch")
+    env = tracking.environment_tags()
+    tracking.set_tags(client, resumed.run_id, {
+        "host": env["host"], "pid": env["pid"], "pid_start": env["pid_start"], "resumed": count,
+        f"resumed/{count}": f"from {resumed.checkpoint} (epoch {epoch})" if resumed.checkpoint else "from the start",
+    })
