@@ -25,10 +25,10 @@ SKIP = {"defaults", "hydra", "_partial_"}
 
 
 def header(lines: list[str]) -> str:
-    """The file's opening comment, joined into one line."""
+    """The file's opening comment, joined into one line, up to its first indented example line."""
     text = []
     for line in lines:
-        if not line.startswith("#"):
+        if not line.startswith("#") or line.startswith("#  "):
             break
         if "@package" not in line:
             text.append(line.lstrip("#").strip())
@@ -57,16 +57,38 @@ def keys(lines: list[str]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def group_section(group: Path, prefix: str) -> list[str]:
-    out = [f"### `{group.name}`", ""]
-    for file in sorted(group.glob("*.yaml")):
-        lines = file.read_text().splitlines()
-        out += [f"**`{prefix}{group.name}={file.stem}`**: {header(lines)}", ""]
-        rows = keys(lines)
-        if rows:
-            out += ["| key | default | meaning |", "|---|---|---|"]
-            out += [f"| `{group.name}.{k}` | `{v}` | {c} |" for k, v, c in rows]
-            out.append("")
+def option_section(file: Path, choose: str, prefix: str) -> list[str]:
+    """One option: how to choose it, its opening comment, and its keys under `prefix`."""
+    lines = file.read_text().splitlines()
+    out = [f"**`{choose}`**: {header(lines)}", ""]
+    rows = keys(lines)
+    if rows:
+        out += ["| key | default | meaning |", "|---|---|---|"]
+        out += [f"| `{prefix}{k}` | `{v}` | {c} |" for k, v, c in rows]
+        out.append("")
+    return out
+
+
+def group_section(group: Path) -> list[str]:
+    """Every option of a group, nested folders included (experiment/small/c1, hydra/sweeper/x)."""
+    name = group.name
+    if name == "bench":  # the benchmark's own entry point: bench.yaml is its primary config
+        out = ["### `python -m grubench.bench` (conf/bench/)", ""]
+        out += option_section(group / "bench.yaml", "python -m grubench.bench", "")
+        for file in sorted((group / "grid").glob("*.yaml")):
+            out += option_section(file, f"python -m grubench.bench grid={file.stem}", "grid.")
+        return out
+    out = [f"### `{name}`", ""]
+    for file in sorted(group.rglob("*.yaml")):
+        option = file.relative_to(group).with_suffix("").as_posix()
+        if name == "hydra":  # hydra/sweeper/x.yaml is chosen as hydra/sweeper=x
+            sub, _, leaf = option.rpartition("/")
+            choose, prefix = f"hydra/{sub}={leaf}", f"hydra.{sub}."
+        elif name in ("model", "experiment"):  # outside the defaults list: chosen with +
+            choose, prefix = f"+{name}={option}", "" if name == "experiment" else f"{name}."
+        else:
+            choose, prefix = f"{name}={option}", f"{name}."
+        out += option_section(file, choose, prefix)
     return out
 
 
@@ -76,9 +98,8 @@ def reference() -> str:
            "| key | default | meaning |", "|---|---|---|"]
     out += [f"| `{k}` | `{v}` | {c} |" for k, v, c in keys(top)]
     out.append("")
-    plus = {"model", "experiment"}  # groups outside the defaults list are chosen with +
     for group in sorted(p for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_")):
-        out += group_section(group, "+" if group.name in plus else "")
+        out += group_section(group)
     return "\n".join([*out, END])
 
 
