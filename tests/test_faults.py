@@ -200,9 +200,11 @@ def test_two_process_ddp_on_cpu_finishes_one_run(tmp_path, fresh_store):
     (run,) = runs(fresh_store)
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer/strategy"] == "ddp"
-    assert len(MlflowClient(fresh_store).get_metric_history(run.info.run_id, "val/mse")) == 2
+    # 96 sequences in batches of 16, shared by 2 processes: 3 optimiser steps per epoch, not 6
+    steps = [m.step for m in MlflowClient(fresh_store).get_metric_history(run.info.run_id, "val/mse")]
+    assert sorted(steps) == [2, 5]
     assert "test/mse" in run.data.metrics
-    assert "'world_size': 2" in result.stderr + result.stdout or "distributed_backend=gloo" in result.stderr
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
 
 
 def test_a_sweep_with_several_devices_per_job_is_refused(tmp_path):

@@ -233,6 +233,10 @@ class RunLogger(MLFlowLogger):
 
     def bind(self, run_id: str, already_logged: set[tuple[str, int]] = frozenset()) -> None:
         self._run_id = run_id
+        self._experiment_id = self._mlflow_client.get_run(run_id).info.experiment_id
+        # Initialised here: on first use the stock logger sets MLflow's global tracking URI, which
+        # also sets MLFLOW_TRACKING_URI for this process and every command it starts later.
+        self._initialized = True
         self.already_logged = set(already_logged)
 
     @rank_zero_only
