@@ -24,7 +24,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 from grubench import checkpointing, devices, guards, tracking
 from grubench import resume as resuming
@@ -36,6 +36,9 @@ from grubench.models.sequence import SequenceModel
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
+
+# Redrawing the progress bar every step costs about 0.25 ms a step (python -m grubench.bench.overhead).
+PROGRESS_REFRESH_STEPS = 20
 
 # Keys of the Hydra overrides that already appear in a run name's first part.
 NAMED_IN_RUN_NAME = ("model", "+model", "dataset")
@@ -127,6 +130,8 @@ def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> 
     callbacks = [resume_point, checkpoint, throughput, FiniteLoss()]
     if cfg.gradient_flow:
         callbacks.append(GradientFlow())
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
     if cfg.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
     logger = tracking.RunLogger(uri)
