@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
@@ -113,6 +114,8 @@ def multirun() -> bool:
 def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> Job:
     """Check the config and build data set, model, optimiser and trainer; ConfigError if any is bad."""
     check(cfg)
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(cfg.threads)
     if multirun():
         devices.check_sweep_devices(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
