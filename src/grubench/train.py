@@ -257,7 +257,7 @@ def fit_and_test(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overr
         tracking.log_metrics(client, run_id, job.model.parameter_counts())
 
     job.datamodule.setup()
-    tracking.set_tags(client, run_id, {f"data/{split}_size": n for split, n in job.datamodule.split_sizes().items()})
+    tracking.set_tags(client, run_id, {f"data/{key}": value for key, value in job.datamodule.describe().items()})
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
     ckpt = "best" if job.checkpoint.best_model_path else None
     results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
