@@ -129,7 +129,7 @@ class ChoralesDataModule(SequenceDataModule):
     """
 
     def __init__(self, max_pieces: int | None = None, val_fraction: float = 0.2, test_fraction: float = 0.2,
-                 split_seed: int = 0, cache_dir: str | None = None, batch_size: int = 8, seed: int = 0,
+                 split_seed: int = 0, cache_dir: str | None = None, batch_size: int = 16, seed: int = 0,
                  limit: int | None = None):
         super().__init__(batch_size=batch_size, seed=seed, limit=limit)
         if max_pieces is not None:
