@@ -76,3 +76,16 @@ def test_bad_model_values_are_one_line(override, message):
     with pytest.raises(ConfigError, match=message) as error:
         build(cfg.model, "model", task=datamodule.spec)
     assert "\n" not in str(error.value)
+
+
+def test_all_steps_readout_gives_the_mnist1d_papers_parameter_count():
+    # Greydanus & Kobak's GRU: bidirectional, hidden 6, one Linear over all 40 steps: 5,134 parameters
+    from grubench.data.base import TaskSpec
+
+    spec = TaskSpec("mnist1d", "real", 1, "classification", 10, 40, "acc", {"acc": 0.1})
+    cfg = compose_config(["+model=gru", "model.hidden_size=6", "model.bidirectional=true", "model.readout=all_steps"])
+    net = build(cfg.model, "model", task=spec)
+    assert net.parameter_counts()["params/total"] == 5134
+    assert net(torch.randn(3, 40, 1)).shape == (3, 10)
+    with pytest.raises(ConfigError, match="readout must be 'last' or 'all_steps'"):
+        build(compose_config(["+model=gru", "model.readout=first"]).model, "model", task=spec)

@@ -51,17 +51,23 @@ class SequenceModel(nn.Module):
         embed_dim: size E of a learned input encoding: Linear(F, E) for real-valued inputs,
             Embedding(V, E) for tokens. None feeds real inputs as they are and tokens one-hot,
             so every parameter of the model is in the recurrent stack and the head.
+        readout: what the head reads for a whole-sequence output. "last": the state after the
+            whole sequence in each direction, [B, D*H]; "all_steps": the outputs of every step
+            side by side, [B, T*D*H] (the MNIST-1D paper's GRU reads its sequence this way).
+            Per-step tasks read every step whatever this says.
     """
 
     def __init__(self, task: TaskSpec, recurrent: Callable[..., nn.Module], name: str = "rnn",
                  hidden_size: int = 128, num_layers: int = 1, dropout: float = 0.0,
-                 bidirectional: bool = False, embed_dim: int | None = None):
+                 bidirectional: bool = False, embed_dim: int | None = None, readout: str = "last"):
         super().__init__()
         require_positive(hidden_size=hidden_size, num_layers=num_layers)
         if embed_dim is not None:
             require_positive(embed_dim=embed_dim)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if readout not in ("last", "all_steps"):
+            raise ValueError(f"readout must be 'last' or 'all_steps', got {readout!r}")
         self.name = name
         self.task = task
         self.encoding, features = self._encoding(task, embed_dim)
@@ -72,8 +78,11 @@ class SequenceModel(nn.Module):
         )
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
-        directions = 2 if bidirectional else 1
-        self.head = nn.Linear(directions * hidden_size, task.num_outputs)
+        self.readout = "last" if task.per_step else readout
+        features = (2 if bidirectional else 1) * hidden_size
+        if self.readout == "all_steps":
+            features *= task.seq_len
+        self.head = nn.Linear(features, task.num_outputs)
         self.last_recurrent_dtype: torch.dtype | None = None
 
     @staticmethod
@@ -98,7 +107,10 @@ class SequenceModel(nn.Module):
 
     def _summary(self, out: torch.Tensor) -> torch.Tensor:
         """[B, T, D*H] -> [B, D*H]: the state after the whole sequence in each direction (the last
-        step of the forward direction, the first step of the backward one)."""
+        step of the forward direction, the first step of the backward one); with the "all_steps"
+        readout, [B, T*D*H]."""
+        if self.readout == "all_steps":
+            return out.flatten(1)
         if not self.bidirectional:
             return out[:, -1]
         H = self.hidden_size
