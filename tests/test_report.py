@@ -13,12 +13,13 @@ from grubench.train import train
 from tests.conftest import compose_config
 
 
-def record(client, experiment_id, claim, model, dataset, length, seed, score, metric="mse", mode="min", **metrics):
+def record(client, experiment_id, claim, model, dataset, length, seed, score, metric="mse", mode="min", width=64,
+           **metrics):
     """Log one finished run the way a training run tags it, with chosen numbers."""
     run = client.create_run(experiment_id, tags={
         "claims": claim, "model": model, "dataset": dataset, "seed": str(seed), "task/metric": metric,
         "task/metric_mode": mode, "task/seq_len": str(length), "task/chance": "0.1667"})
-    tracking.log_params(client, run.info.run_id, {"dataset/seq_len": length})
+    tracking.log_params(client, run.info.run_id, {"dataset/seq_len": length, "model/hidden_size": width})
     tracking.log_metrics(client, run.info.run_id, {f"test/{metric}": score, **metrics})
     client.set_terminated(run.info.run_id, "FINISHED")
 
@@ -27,9 +28,9 @@ def record(client, experiment_id, claim, model, dataset, length, seed, score, me
 def fill(store):
     client, experiment_id = tracking.open_store(store, "claims")
 
-    def add(claim, model, length, scores, dataset="adding", **metrics):
+    def add(claim, model, length, scores, dataset="adding", width=64, **metrics):
         for seed, score in enumerate(scores):
-            record(client, experiment_id, claim, model, dataset, length, seed, score,
+            record(client, experiment_id, claim, model, dataset, length, seed, score, width=width,
                    **{k: v[seed] for k, v in metrics.items()})
 
     return add
@@ -105,6 +106,15 @@ def test_c3_and_c5_use_parameters_and_step_time(store, fill):
     assert "= 4.00" in c3(runs).evidence
     assert c5(runs).verdict == SUPPORTED
     assert "= 0.75" in c5(runs).evidence
+
+
+def test_widths_of_one_study_are_settings_of_their_own(store, fill):
+    for width in (64, 256):
+        fill("C3", "lstm", 100, [0.1] * 3, width=width, **{"speed/step_ms": [20, 21, 22], "params/recurrent": [4] * 3})
+        fill("C3", "rnn", 100, [0.1] * 3, width=width, **{"speed/step_ms": [5, 6, 5.5], "params/recurrent": [1] * 3})
+    verdict = c3(load_runs(store))
+    assert [r["setting"] for r in verdict.rows] == ["adding T=100 H=64", "adding T=100 H=256"]
+    assert all(r["lstm"].n == 3 for r in verdict.rows)
 
 
 def test_c4_needs_both_the_forget_gate_and_janet(store, fill):

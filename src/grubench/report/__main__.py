@@ -54,7 +54,7 @@ def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run
              "`grubench/report/verdicts.py` and the README.", "",
              "| claim | the document says | verdict | evidence | published |", "|---|---|---|---|---|"]
     for v in verdicts:
-        lines.append(f"| {v.claim} | {CLAIMS[v.claim]} | **{v.verdict}** | {v.evidence.split('. ')[0]} | "
+        lines.append(f"| {v.claim} | {CLAIMS[v.claim]} | **{v.verdict}** | {v.evidence} | "
                      f"{PUBLISHED[v.claim]} |")
     for v in verdicts:
         lines += ["", f"## {v.claim}: {CLAIMS[v.claim]}", "", f"Verdict: **{v.verdict}**.", "", v.evidence, ""]
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     width = max(len(v.verdict) for v in verdicts)
     for v in verdicts:
-        print(f"{v.claim}  {v.verdict:<{width}}  {v.evidence.split('. ')[0]}")
+        print(f"{v.claim}  {v.verdict:<{width}}  {v.evidence}")
     print(f"report: {(args.out / 'report.html').resolve()}")
     return 0
 

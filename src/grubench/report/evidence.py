@@ -92,7 +92,8 @@ def load_runs(uri: str) -> pd.DataFrame:
 
 def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
     """The training runs tagged with `claim` (not sweep parents), the latest of each
-    (setting, model, seed); adds `setting`, `length` and `score` columns."""
+    (setting, model, seed); adds `setting`, `length` and `score` columns. A setting is the data
+    set and its length, and the width H where the claim's runs use more than one."""
     if frame.empty or "tags.claims" not in frame:
         return pd.DataFrame()
     tagged = frame["tags.claims"].fillna("").str.split(",").apply(lambda ids: claim in ids)
@@ -103,6 +104,9 @@ def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
     runs["length"] = pd.to_numeric(runs.get("params.dataset/seq_len", runs.get("tags.task/seq_len")), errors="coerce")
     runs["setting"] = [setting_name(d, length, steps) for d, length, steps in zip(
         runs["tags.dataset"], runs["length"], runs.get("params.dataset/steps", pd.Series(index=runs.index)))]
+    widths = runs.get("params.model/hidden_size", pd.Series(index=runs.index, dtype=object))
+    if widths.nunique() > 1:  # a study over widths: each width is a setting of its own
+        runs["setting"] = runs["setting"] + " H=" + widths.astype(str)
     runs["score"] = [row.get(f"metrics.test/{row['tags.task/metric']}", math.nan) for _, row in runs.iterrows()]
     return runs.drop_duplicates(["setting", "tags.model", "tags.seed"], keep="first")
 

@@ -102,19 +102,16 @@ def pairwise(runs: pd.DataFrame, model: str, rival: str, column: str = "score",
 
 
 def setting_order(setting: str):
-    name, _, rest = setting.partition(" T=")
-    return (name, int(rest) if rest.isdigit() else 0)
-
-
-def describe(rows: list[dict], model: str, rival: str) -> str:
-    return "; ".join(f"{r['setting']}: {model} {r[model]} vs {rival} {r[rival]} -> {r['outcome']}" for r in rows)
+    """"adding T=30 H=64" sorts by data set, then length, then width, as numbers."""
+    numbers = [int(part[2:]) for part in setting.split() if part[:2] in ("T=", "H=") and part[2:].isdigit()]
+    return (setting.split()[0], *numbers)
 
 
 def c1(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C1")
     rows = pairwise(runs, "lstm", "rnn") if not runs.empty else []
     verdict, count = share_rule([r["outcome"] for r in rows])
-    return Verdict("C1", verdict, f"LSTM better than the RNN on {count}. " + describe(rows, "lstm", "rnn"), rows)
+    return Verdict("C1", verdict, f"LSTM better than the RNN on {count}", rows)
 
 
 def c2(frame: pd.DataFrame) -> Verdict:
@@ -126,8 +123,8 @@ def c2(frame: pd.DataFrame) -> Verdict:
         for row in pairwise(runs, "lstm", "rnn", column, higher=True):
             rows.append({**row, "setting": f"{row['setting']} ({stage})"})
     verdict, count = share_rule([r["outcome"] for r in rows])
-    return Verdict("C2", verdict, "log10(|dL/dh_1| / |dL/dh_T|), higher is less vanishing; LSTM higher than "
-                   f"the RNN on {count}. " + describe(rows, "lstm", "rnn"), rows)
+    return Verdict("C2", verdict, "log10(|dL/dh_1| / |dL/dh_T|), higher is less vanishing: LSTM higher than "
+                   f"the RNN on {count}", rows)
 
 
 def cost_rows(runs: pd.DataFrame, model: str, rival: str) -> tuple[list[dict], float]:
@@ -148,8 +145,8 @@ def c3(frame: pd.DataFrame) -> Verdict:
     verdict, count = share_rule([r["outcome"] for r in rows], wins=("worse",))
     if verdict != NOT_ENOUGH and not ratio > 1:
         verdict = NOT_SUPPORTED
-    return Verdict("C3", verdict, f"LSTM/RNN recurrent parameters = {ratio:.2f}; LSTM step slower than the "
-                   f"RNN's on {count} (median step ms over seeds). " + describe(rows, "lstm", "rnn"), rows)
+    return Verdict("C3", verdict, f"LSTM/RNN recurrent parameters = {ratio:.2f}; LSTM training step (median ms) "
+                   f"slower than the RNN's on {count}", rows)
 
 
 def c4(frame: pd.DataFrame) -> Verdict:
@@ -183,9 +180,9 @@ def c4(frame: pd.DataFrame) -> Verdict:
     else:
         verdict = MIXED
     evidence = (f"(a) without the forget gate the LSTM is worse than without the input or output gate on "
-                f"{forget_count}: {forget_verdict}. (b) JANET better than the LSTM on {janet_count}: {janet_verdict}. "
-                + describe(janet_rows, "janet", "lstm"))
-    return Verdict("C4", verdict, evidence, forget_rows)
+                f"{forget_count}: {forget_verdict}; (b) JANET better than the LSTM on {janet_count}: {janet_verdict}")
+    return Verdict("C4", verdict, evidence, forget_rows + [{**r, "setting": f"{r['setting']}: janet vs lstm"}
+                                                          for r in janet_rows])
 
 
 def c5(frame: pd.DataFrame) -> Verdict:
@@ -204,7 +201,7 @@ def c5(frame: pd.DataFrame) -> Verdict:
     else:
         verdict = MIXED
     evidence = (f"GRU not worse than the LSTM on {count} ({as_well}); GRU/LSTM recurrent parameters = {ratio:.2f}; "
-                f"GRU step no slower on {time_count} ({faster}). " + describe(rows, "gru", "lstm"))
+                f"GRU training step no slower on {time_count} ({faster})")
     return Verdict("C5", verdict, evidence, rows + [{**r, "setting": f"{r['setting']} step ms"} for r in time_rows])
 
 
