@@ -35,7 +35,7 @@ def figures(frame, out: Path) -> dict[str, list[Path]]:
 
 
 def cell(value) -> str:
-    return str(value) if isinstance(value, Summary) else str(value)
+    return str(value).replace("|", "/")  # a pipe would end the Markdown table cell
 
 
 def detail_table(verdict: Verdict) -> list[str]:
@@ -54,8 +54,8 @@ def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run
              "`grubench/report/verdicts.py` and the README.", "",
              "| claim | the document says | verdict | evidence | published |", "|---|---|---|---|---|"]
     for v in verdicts:
-        lines.append(f"| {v.claim} | {CLAIMS[v.claim]} | **{v.verdict}** | {v.evidence} | "
-                     f"{PUBLISHED[v.claim]} |")
+        lines.append(f"| {v.claim} | {cell(CLAIMS[v.claim])} | **{v.verdict}** | {cell(v.evidence)} | "
+                     f"{cell(PUBLISHED[v.claim])} |")
     for v in verdicts:
         lines += ["", f"## {v.claim}: {CLAIMS[v.claim]}", "", f"Verdict: **{v.verdict}**.", "", v.evidence, ""]
         lines += detail_table(v)

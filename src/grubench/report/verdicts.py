@@ -123,7 +123,7 @@ def c2(frame: pd.DataFrame) -> Verdict:
         for row in pairwise(runs, "lstm", "rnn", column, higher=True):
             rows.append({**row, "setting": f"{row['setting']} ({stage})"})
     verdict, count = share_rule([r["outcome"] for r in rows])
-    return Verdict("C2", verdict, "log10(|dL/dh_1| / |dL/dh_T|), higher is less vanishing: LSTM higher than "
+    return Verdict("C2", verdict, "log10(‖dL/dh_1‖ / ‖dL/dh_T‖), higher is less vanishing: LSTM higher than "
                    f"the RNN on {count}", rows)
 
 
