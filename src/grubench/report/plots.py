@@ -16,6 +16,15 @@ METRIC_LABELS = {"mse": "test MSE (lower is better)", "acc": "test accuracy (hig
                  "nll": "test NLL per step (lower is better)"}
 
 
+def lines_per_model(ax, runs: pd.DataFrame, column: str) -> None:
+    """One line per model: `column`'s mean over seeds against the length, 95% interval bars."""
+    for model, group in runs.groupby("tags.model"):
+        points = sorted((length, Summary.of(g[column])) for length, g in group.groupby("length"))
+        ax.errorbar([p[0] for p in points], [p[1].mean for p in points],
+                    yerr=[0 if p[1].n < 2 else p[1].half_width for p in points], marker="o", capsize=3,
+                    label=model)
+
+
 def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
     """C1: each model's test score against the sequence length, one panel per synthetic task,
     mean and 95% interval over seeds, with the chance level."""
@@ -26,17 +35,11 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         part = runs[runs["tags.dataset"] == dataset]
-        for model, group in part.groupby("tags.model"):
-            points = sorted((length, Summary.of(g["score"])) for length, g in group.groupby("length"))
-            ax.errorbar([p[0] for p in points], [p[1].mean for p in points],
-                        yerr=[0 if p[1].n < 2 else p[1].half_width for p in points], marker="o", capsize=3,
-                        label=model)
+        lines_per_model(ax, part, "score")
         chance = pd.to_numeric(part["tags.task/chance"], errors="coerce").dropna()
         metric = part["tags.task/metric"].iloc[0]
-        if len(chance) and dataset == "adding":
+        if len(chance):
             ax.axhline(chance.iloc[0], color="grey", linestyle="--", label="chance")
-        elif metric == "acc":
-            ax.axhline(1 / 8, color="grey", linestyle="--", label="chance")
         ax.set_xscale("log")
         ax.set_title(f"{dataset}: test score vs sequence length")
         ax.set_xlabel("sequence length T (time steps)")
@@ -56,11 +59,7 @@ def gradient_decay(runs: pd.DataFrame, path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4), squeeze=False)
     for ax, column in zip(axes[0], columns):
-        for model, group in runs.groupby("tags.model"):
-            points = sorted((length, Summary.of(g[column])) for length, g in group.groupby("length"))
-            ax.errorbar([p[0] for p in points], [p[1].mean for p in points],
-                        yerr=[0 if p[1].n < 2 else p[1].half_width for p in points], marker="o", capsize=3,
-                        label=model)
+        lines_per_model(ax, runs, column)
         stage = "at initialisation" if column.endswith("_init") else "after training"
         ax.set_title(f"gradient reaching step 1, {stage}")
         ax.set_xlabel("sequence length T (time steps)")
