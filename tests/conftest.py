@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 
@@ -37,3 +38,13 @@ def runs(uri: str, experiment: str = "default"):
 @pytest.fixture
 def store(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as the harness's default: on a shared 2-core machine two threads can
+    spin-wait for each other and make a step hundreds of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -32,15 +32,6 @@ def spec(input_size=3, seq_len=6, output="regression", num_outputs=1, input_kind
                     num_outputs=num_outputs, seq_len=seq_len, metric="mse", chance={})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads can wait on each other for a time slice."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- timing -------------------------------------------------------------------------------
 
 def test_time_call_runs_warmup_then_repeats_and_reports_median_and_spread():

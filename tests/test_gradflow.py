@@ -9,7 +9,6 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from mlflow.tracking import MlflowClient
 from torch import nn
 
 from grubench import tracking
@@ -25,14 +24,6 @@ from grubench.task import SequenceTask
 def regression(input_size: int, seq_len: int) -> TaskSpec:
     return TaskSpec(name="t", input_kind="real", input_size=input_size, output="regression", num_outputs=1,
                     seq_len=seq_len, metric="mse", chance={})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_linear_rnn_gradient_is_w_to_the_power_of_the_steps_left():

@@ -18,7 +18,7 @@ from pathlib import Path
 from grubench import tracking
 from grubench.config import GrubenchError
 from grubench.report import plots
-from grubench.report.evidence import Summary, claim_runs, load_runs
+from grubench.report.evidence import claim_runs, load_runs
 from grubench.report.verdicts import CLAIMS, PUBLISHED, Verdict, all_verdicts
 
 
