@@ -34,6 +34,7 @@ from grubench.config import ConfigError, GrubenchError, build, check
 from grubench.data.base import SequenceDataModule
 from grubench.gradflow import GradientFlow
 from grubench.models.sequence import SequenceModel
+from grubench.sweep import read_parent_id
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
@@ -83,13 +84,13 @@ def run_name(cfg: DictConfig, model_name: str, dataset_name: str, overrides: lis
     return "-".join([model_name, dataset_name, *extra])
 
 
+def multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
 def parent_run_id() -> str | None:
     """The multirun's parent run, written into the sweep folder when the sweep started."""
-    from grubench.sweep import read_parent_id
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
-        return None
-    return read_parent_id(Path(HydraConfig.get().sweep.dir))
+    return read_parent_id(Path(HydraConfig.get().sweep.dir)) if multirun() else None
 
 
 @dataclass
@@ -105,10 +106,6 @@ class Job:
     throughput: Throughput
     folder: Path
     resume_point: checkpointing.ResumePoint
-
-
-def multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
 
 
 def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> Job:
