@@ -16,6 +16,13 @@ METRIC_LABELS = {"mse": "test MSE (lower is better)", "acc": "test accuracy (hig
                  "nll": "test NLL per step (lower is better)"}
 
 
+def save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def lines_per_model(ax, runs: pd.DataFrame, column: str) -> None:
     """One line per model: `column`'s mean over seeds against the length, 95% interval bars."""
     for model, group in runs.groupby("tags.model"):
@@ -45,10 +52,7 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("sequence length T (time steps)")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def gradient_decay(runs: pd.DataFrame, path: Path) -> Path | None:
@@ -66,10 +70,7 @@ def gradient_decay(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylabel("log10(|dL/dh_1| / |dL/dh_T|)")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def gradient_curves(curves: list, path: Path) -> Path | None:
@@ -84,10 +85,7 @@ def gradient_curves(curves: list, path: Path) -> Path | None:
     ax.set_xlabel("time step t")
     ax.set_ylabel("|dL/dh_t| (log scale)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def cost_per_model(runs: pd.DataFrame, path: Path) -> Path | None:
@@ -106,10 +104,7 @@ def cost_per_model(runs: pd.DataFrame, path: Path) -> Path | None:
     for ax in (left, right):
         ax.set_xlabel("model")
         ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def ablations(runs: pd.DataFrame, path: Path) -> Path | None:
@@ -130,7 +125,4 @@ def ablations(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("model")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
