@@ -26,7 +26,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from grubench.data.base import TaskSpec
+from grubench.spec import TaskSpec
 from grubench.models import counting
 from grubench.models.layers import compile_problem
 

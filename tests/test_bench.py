@@ -22,8 +22,9 @@ from grubench.bench.cell import measure, saved_tensor_mb, time_call
 from grubench.bench.compose import model_config
 from grubench.bench.flops import counted_flops, formula_flops, forward_flops, train_flops
 from grubench.bench.grid import COLUMNS, Cell, cells, format_row, format_table
-from grubench.config import ConfigError, build, choices
-from grubench.data.base import TaskSpec
+from grubench.errors import ConfigError
+from grubench.config import build, choices
+from grubench.spec import TaskSpec
 from grubench.models import SequenceModel
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from grubench.config import ConfigError, build, check, choices
+from grubench.errors import ConfigError
+from grubench.config import build, check, choices
 from tests.conftest import compose_config
 
 MODELS = choices("model")
@@ -80,7 +81,7 @@ def test_bad_model_values_are_one_line(override, message):
 
 def test_all_steps_readout_gives_the_mnist1d_papers_parameter_count():
     # Greydanus & Kobak's GRU: bidirectional, hidden 6, one Linear over all 40 steps: 5,134 parameters
-    from grubench.data.base import TaskSpec
+    from grubench.spec import TaskSpec
 
     spec = TaskSpec("mnist1d", "real", 1, "classification", 10, 40, "acc", {"acc": 0.1})
     cfg = compose_config(["+model=gru", "model.hidden_size=6", "model.bidirectional=true", "model.readout=all_steps"])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from grubench.data.base import TaskSpec
+from grubench.spec import TaskSpec
 from grubench.models import (
     GRUCell,
     JANETCell,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from grubench.config import ConfigError, build
+from grubench.errors import ConfigError
+from grubench.config import build
 from grubench.data import mnist
 from grubench.data.mnist import SequentialMNISTDataModule, read_idx
 from tests.conftest import compose_config, run_cli

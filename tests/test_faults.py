@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grubench import gc, tracking
-from grubench import resume as resuming
-from grubench.config import ConfigError
-from grubench.train import RunFailed, train
+from grubench.harness import reap, tracking
+from grubench.harness import resume as resuming
+from grubench.errors import ConfigError
+from grubench.errors import RunFailed
+from grubench.train import train
 from tests.conftest import compose_config, run_cli, runs
 
 # Four epochs of six batches: a kill in epoch 2 lands after two resume points.
@@ -43,7 +44,7 @@ main()
 def empty_store(tmp_path_factory):
     """An MLflow SQLite store with its tables made once (making them takes seconds)."""
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.open_store(f"sqlite:///{path}", "default")
+    tracking.Store.open(f"sqlite:///{path}", "default")
     return path
 
 
@@ -80,10 +81,10 @@ def test_kill_9_mid_epoch_then_gc_then_resume_matches_an_uninterrupted_run(tmp_p
     assert (tmp_path / "job" / "checkpoints" / "last.ckpt").is_file()
     assert not list((tmp_path / "job" / "checkpoints").glob(".*partial"))
 
-    changes = gc.collect(fresh_store)
+    changes = reap.collect(fresh_store)
     assert [(c.run_id, c.status) for c in changes] == [(run.info.run_id, "FAILED")]
     assert "ended without closing the run" in MlflowClient(fresh_store).get_run(run.info.run_id).data.tags["error"]
-    assert gc.collect(fresh_store) == []  # nothing left to close
+    assert reap.collect(fresh_store) == []  # nothing left to close
 
     resumed = run_cli([f"resume={run.info.run_id}", f"tracking.uri={fresh_store}"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -110,18 +111,19 @@ def test_resume_refuses_a_finished_run_and_a_changed_config(tmp_path, fresh_stor
         train(compose_config([f"resume={run.info.run_id}", f"tracking.uri={fresh_store}"]))
     with pytest.raises(ConfigError, match="no run nope in"):
         train(compose_config(["resume=nope", f"tracking.uri={fresh_store}"]))
-    client = tracking.StoreClient(fresh_store)
-    client.set_terminated(run.info.run_id, "FAILED")
+    store = tracking.Store.open(fresh_store, "default")
+    store.run(run.info.run_id).set_status("FAILED")
     overrides = ["+model=gru", "model.hidden_size=16", f"resume={run.info.run_id}", f"tracking.uri={fresh_store}"]
     with pytest.raises(ConfigError, match=r"the command line sets model.hidden_size=16, run \w+ has model.hidden_size=8"):
-        resuming.find(compose_config(overrides), client, fresh_store, overrides)
+        resuming.find(compose_config(overrides), store, overrides)
     same = ["+model=gru", "model.hidden_size=8", f"resume={run.info.run_id}"]
-    found = resuming.find(compose_config(same), client, fresh_store, same)
+    found = resuming.find(compose_config(same), store, same)
     assert found.run_id == run.info.run_id and found.config.dataset.limit == 32
 
 
 def test_gc_closes_runs_whose_process_is_gone_and_leaves_the_living(fresh_store):
-    client, experiment = tracking.open_store(fresh_store, "default")
+    store = tracking.Store.open(fresh_store, "default")
+    client, experiment = store.client, store.experiment_id
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(gone.stdout)
     env = tracking.environment_tags()
@@ -132,14 +134,14 @@ def test_gc_closes_runs_whose_process_is_gone_and_leaves_the_living(fresh_store)
     reused = client.create_run(experiment, tags={**env, "pid_start": "1"}).info.run_id  # our pid, another start
     elsewhere = client.create_run(experiment, tags={**env, "host": "another-host", "pid": str(dead_pid)}).info.run_id
 
-    assert {(c.run_id, c.status) for c in gc.collect(fresh_store, dry_run=True)} == {
+    assert {(c.run_id, c.status) for c in reap.collect(fresh_store, dry_run=True)} == {
         (crashed, "FAILED"), (signalled, "KILLED"), (reused, "FAILED")}
     assert client.get_run(crashed).info.status == "RUNNING"  # a dry run changes nothing
-    assert gc.main(["--uri", fresh_store]) == 0
+    assert reap.main([f"tracking.uri={fresh_store}"]) == 0
     status = {run_id: client.get_run(run_id).info.status for run_id in (alive, crashed, signalled, reused, elsewhere)}
     assert status == {alive: "RUNNING", crashed: "FAILED", signalled: "KILLED", reused: "FAILED",
                       elsewhere: "RUNNING"}
-    assert client.get_run(crashed).data.tags["closed_by"] == "grubench.gc"
+    assert client.get_run(crashed).data.tags["closed_by"] == "grubench.reap"
 
 
 def test_nan_loss_fails_the_run_with_a_clear_line_and_keeps_the_last_good_checkpoint(fresh_store, monkeypatch):

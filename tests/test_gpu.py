@@ -17,7 +17,7 @@ from grubench.bench.cell import measure
 from grubench.bench.compose import model_config
 from grubench.config import build
 from grubench.data import AddingDataModule
-from grubench.data.base import TaskSpec
+from grubench.spec import TaskSpec
 from grubench.gradflow import gradient_flow
 from grubench.task import SequenceTask
 
@@ -76,8 +76,9 @@ def test_lightning_mixed_precision_training_stays_finite(name, precision):
         pytest.skip("no bfloat16 on this GPU")
     pl.seed_everything(0, verbose=False)
     data = AddingDataModule(seq_len=50, train_size=512, val_size=64, test_size=64, batch_size=64)
-    net = build(model_config(name, ["model.hidden_size=64"]).model, "model", task=data.spec)
-    task = SequenceTask(net, torch.optim.Adam(net.parameters(), lr=1e-3))
+    cfg = model_config(name, ["model.hidden_size=64"])
+    task = SequenceTask(cfg.model, cfg.optim, data.spec)
+    net = task.model
     trainer = pl.Trainer(accelerator="gpu", devices=1, precision=precision, max_epochs=2, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(task, datamodule=data)

@@ -11,12 +11,14 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from grubench import tracking
+from grubench.harness import tracking
+from grubench.harness.logger import RunLogger
 from grubench.bench.compose import model_config
 from grubench.config import build, choices
 from grubench.data import AddingDataModule
-from grubench.data.base import TaskSpec
-from grubench.gradflow import FlowCurve, GradientFlow, compare, default_positions, gradient_flow, plot, write_csv
+from grubench.spec import TaskSpec
+from grubench.gradflow.callback import GradientFlow
+from grubench.gradflow import FlowCurve, compare, default_positions, gradient_flow, plot, write_csv
 from grubench.models import SequenceModel
 from grubench.task import SequenceTask
 
@@ -170,16 +172,15 @@ def test_compare_measures_models_at_initialisation_on_a_task_batch():
 
 
 def test_callback_logs_decay_at_init_and_after_training_with_plot(tmp_path):
-    uri = tracking.resolve_uri(str(tmp_path / "mlflow.db"))
-    client, experiment_id = tracking.open_store(uri, "default")
-    run_id = client.create_run(experiment_id).info.run_id
-    logger = tracking.RunLogger(uri)
-    logger.bind(run_id)
+    store = tracking.Store.open(tracking.resolve_uri(str(tmp_path / "mlflow.db")), "default")
+    run = store.create_run("gradient flow", {})
+    client, run_id = store.client, run.id
+    logger = RunLogger(run)
 
     pl.seed_everything(0, verbose=False)
     data = AddingDataModule(seq_len=8, train_size=32, val_size=16, test_size=16, batch_size=8)
-    model = SequenceModel(data.spec, functools.partial(nn.GRU), hidden_size=4)
-    task = SequenceTask(model, torch.optim.Adam(model.parameters(), lr=1e-2))
+    cfg = model_config("gru", ["model.hidden_size=4", "optim.lr=1e-2"])
+    task = SequenceTask(cfg.model, cfg.optim, data.spec)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=logger, callbacks=[GradientFlow(batch_size=4)],
                          enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
                          default_root_dir=str(tmp_path))

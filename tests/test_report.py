@@ -5,7 +5,7 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grubench import tracking
+from grubench.harness import tracking
 from grubench.report.__main__ import main as report_main
 from grubench.report.evidence import Summary, claim_runs, compare, load_runs
 from grubench.report.verdicts import MIXED, NOT_ENOUGH, NOT_SUPPORTED, SUPPORTED, c1, c2, c3, c4, c5
@@ -13,24 +13,23 @@ from grubench.train import train
 from tests.conftest import compose_config
 
 
-def record(client, experiment_id, claim, model, dataset, length, seed, score, metric="mse", mode="min", width=64,
-           **metrics):
+def record(store, claim, model, dataset, length, seed, score, metric="mse", mode="min", width=64, **metrics):
     """Log one finished run the way a training run tags it, with chosen numbers."""
-    run = client.create_run(experiment_id, tags={
+    run = store.create_run(None, {
         "claims": claim, "model": model, "dataset": dataset, "seed": str(seed), "task/metric": metric,
         "task/metric_mode": mode, "task/seq_len": str(length), "task/chance": "0.1667"})
-    tracking.log_params(client, run.info.run_id, {"dataset/seq_len": length, "model/hidden_size": width})
-    tracking.log_metrics(client, run.info.run_id, {f"test/{metric}": score, **metrics})
-    client.set_terminated(run.info.run_id, "FINISHED")
+    run.log_params({"dataset/seq_len": length, "model/hidden_size": width})
+    run.log_metrics({f"test/{metric}": score, **metrics})
+    run.set_status("FINISHED")
 
 
 @pytest.fixture
 def fill(store):
-    client, experiment_id = tracking.open_store(store, "claims")
+    opened = tracking.Store.open(store, "claims")
 
     def add(claim, model, length, scores, dataset="adding", width=64, **metrics):
         for seed, score in enumerate(scores):
-            record(client, experiment_id, claim, model, dataset, length, seed, score, width=width,
+            record(opened, claim, model, dataset, length, seed, score, width=width,
                    **{k: v[seed] for k, v in metrics.items()})
 
     return add

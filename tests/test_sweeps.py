@@ -11,9 +11,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grubench import gc
-from grubench.config import ConfigError
-from grubench.optuna_sweeper import counted, distribution, override, recover_interrupted
+from grubench.harness import reap
+from grubench.errors import ConfigError
+from grubench.harness.search import counted, distribution, override, recover_interrupted
 from tests.conftest import compose_config, run_cli, runs
 
 TINY_SWEEP = ["trainer=debug", "dataset.limit=64", "++model.hidden_size=8"]
@@ -79,7 +79,7 @@ def test_optuna_search_killed_in_its_fifth_trial_resumes_to_six(tmp_path):
     resumed = run_cli(args, cwd=tmp_path)
     assert "trials [4] were interrupted" in resumed.stdout, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [c.status for c in gc.collect(uri)] == ["FAILED"]  # the run the kill left RUNNING
+    assert [c.status for c in reap.collect(uri)] == ["FAILED"]  # the run the kill left RUNNING
 
     study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert counted(study) == 6 and len(study.trials) == 7
@@ -159,7 +159,7 @@ def test_trials_a_dead_search_left_running_are_recorded_and_queued_again(tmp_pat
 
 
 def test_a_search_refuses_comma_lists_an_empty_space_and_a_searched_dataset():
-    from grubench.optuna_sweeper import OptunaSweeper
+    from grubench.harness.search import OptunaSweeper
 
     def prepared(params, arguments):
         sweeper = OptunaSweeper(params, n_trials=2, n_jobs=1, direction=None, study_name="s", storage=None, seed=0,

@@ -10,27 +10,30 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-
-class GrubenchError(Exception):
-    """An error reported to the user as one line, without a traceback."""
-
-
-class ConfigError(GrubenchError):
-    """The configuration asks for something impossible."""
+from grubench.errors import ConfigError
 
 
 def choices(group: str) -> list[str]:
-    """The names of the packaged configs in `conf/<group>/`."""
-    folder = resources.files("grubench") / "conf" / group
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """The configs of `group` (not the shared bases, `_name.yaml`): in a running Hydra, every
+    folder of its search path (a user's --config-dir too); elsewhere the packaged conf/<group>/."""
+    hydra = GlobalHydra.instance()
+    if hydra.is_initialized():
+        names = hydra.config_loader().get_group_options(group)
+    else:
+        folder = resources.files("grubench.conf") / group
+        names = [p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")]
+    return sorted(name for name in names if not name.startswith("_"))
 
 
 def check(cfg: DictConfig) -> None:
     """Checks that need no object built: a model is chosen, top-level values have their types."""
+    if cfg.get("resume"):
+        return  # the run's recorded config is checked when it is rebuilt
     if cfg.get("model") is None or "_target_" not in cfg.model:
         raise ConfigError(f"no model chosen: add +model=NAME, one of: {', '.join(choices('model'))}")
     for group in ("dataset", "trainer", "optim"):

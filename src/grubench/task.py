@@ -1,5 +1,10 @@
 """The LightningModule: loss and metrics for the task's output kind, and the optimiser.
 
+It is built from configs (the model's, the optimiser's and the data set's `TaskSpec`) and saves
+them as its hyperparameters, so that a checkpoint describes itself:
+
+    task = SequenceTask.load_from_checkpoint("checkpoints/best.ckpt")   # model rebuilt, weights in
+
 | output kind             | loss                                   | metric (logged as <split>/<name>)  |
 |-------------------------|----------------------------------------|------------------------------------|
 | regression              | mean squared error                     | mse                                |
@@ -13,28 +18,37 @@ Every split logs `<split>/loss` and `<split>/<metric>` once per epoch.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any, Mapping
+
 import pytorch_lightning as pl
 import torch
 import torchmetrics
+from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from grubench.data.base import TaskSpec
-from grubench.models.sequence import SequenceModel
+from grubench.config import build
+from grubench.spec import TaskSpec
 
 
 class SequenceTask(pl.LightningModule):
-    """Trains a `SequenceModel` on the task its data set describes.
+    """Trains the model its config describes on the task its data set describes.
 
     Args:
-        model: the network; its `task` decides the loss and metrics.
-        optimizer: the optimiser, built over `model.parameters()`.
+        model: the model config (a `grubench.models.SequenceModel` and its options, as composed
+            from conf/model); built here with `task=spec`.
+        optim: the optimiser config (conf/optim), built over the model's parameters when
+            training starts.
+        spec: the data set's `TaskSpec` (or its fields); it decides the loss and metrics.
     """
 
-    def __init__(self, model: SequenceModel, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: Mapping[str, Any], optim: Mapping[str, Any], spec: TaskSpec | Mapping[str, Any]):
         super().__init__()
-        self.model = model
-        self.spec: TaskSpec = model.task
-        self.optimizer = optimizer
+        model, optim = plain(model), plain(optim)
+        spec = spec if isinstance(spec, TaskSpec) else TaskSpec(**spec)
+        self.save_hyperparameters({"model": model, "optim": optim, "spec": asdict(spec)})
+        self.spec = spec
+        self.model = build(OmegaConf.create(model), "model", task=spec)
         self.metrics = torch.nn.ModuleDict({f"{split}_metric": self._metric() for split in ("train", "val", "test")})
         self.train_loss = torchmetrics.MeanMetric()  # weighted by batch size
 
@@ -50,32 +64,8 @@ class SequenceTask(pl.LightningModule):
         return self.model(x)
 
     def loss_and_metric_inputs(self, batch) -> tuple[torch.Tensor, tuple]:
-        """The batch's loss and the arguments its metric is updated with."""
-        x, y, *rest = batch
-        mask = rest[0] if rest else None
-        logits = self.model(x).float()
-        kind = self.spec.output
-        if kind == "regression":
-            return F.mse_loss(logits, y), (logits, y)
-        if kind == "classification":
-            return F.cross_entropy(logits, y), (logits, y)
-        if kind == "per_step_classification":
-            if mask is not None:
-                loss = F.cross_entropy(logits[mask], y[mask])
-            else:
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-            last = self.spec.metric_last_steps
-            scored_logits, scored_y = (logits[:, -last:], y[:, -last:]) if last else (logits, y)
-            if mask is not None:
-                scored_mask = mask[:, -last:] if last else mask
-                return loss, (scored_logits[scored_mask], scored_y[scored_mask])
-            return loss, (scored_logits.flatten(0, 1), scored_y.flatten())
-        # per-step multi-label: NLL of each step = sum over labels of the Bernoulli NLL
-        nll = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)  # [B, T]
-        if mask is not None:
-            nll = nll[mask]
-        loss = nll.mean()
-        return loss, (nll,)
+        return loss_and_metric_inputs(self.model, self.spec, batch)
+
 
     def _step(self, batch, split: str) -> torch.Tensor:
         loss, metric_inputs = self.loss_and_metric_inputs(batch)
@@ -108,4 +98,38 @@ class SequenceTask(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        return self.optimizer
+        return build(OmegaConf.create(self.hparams.optim), "optim", params=self.model.parameters())
+
+
+def plain(config: Mapping[str, Any] | DictConfig) -> dict:
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+
+
+def loss_and_metric_inputs(model: torch.nn.Module, spec: TaskSpec, batch) -> tuple[torch.Tensor, tuple]:
+    """The batch's loss and the arguments its metric is updated with (the table above)."""
+    x, y, *rest = batch
+    mask = rest[0] if rest else None
+    logits = model(x).float()
+    kind = spec.output
+    if kind == "regression":
+        return F.mse_loss(logits, y), (logits, y)
+    if kind == "classification":
+        return F.cross_entropy(logits, y), (logits, y)
+    if kind == "per_step_classification":
+        if mask is not None:
+            loss = F.cross_entropy(logits[mask], y[mask])
+        else:
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        last = spec.metric_last_steps
+        scored_logits, scored_y = (logits[:, -last:], y[:, -last:]) if last else (logits, y)
+        if mask is not None:
+            scored_mask = mask[:, -last:] if last else mask
+            return loss, (scored_logits[scored_mask], scored_y[scored_mask])
+        return loss, (scored_logits.flatten(0, 1), scored_y.flatten())
+    # per-step multi-label: NLL of each step = sum over labels of the Bernoulli NLL
+    nll = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)  # [B, T]
+    if mask is not None:
+        nll = nll[mask]
+    loss = nll.mean()
+    return loss, (nll,)
+

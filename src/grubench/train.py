@@ -16,9 +16,9 @@ import logging
 import math
 import signal
 import tempfile
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,14 +27,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from grubench import checkpointing, devices, guards, tracking
-from grubench import resume as resuming
-from grubench.callbacks import FiniteLoss, Throughput
-from grubench.config import ConfigError, GrubenchError, build, check
+from grubench.config import build, check
 from grubench.data.base import SequenceDataModule
-from grubench.gradflow import GradientFlow
-from grubench.models.sequence import SequenceModel
-from grubench.sweep import read_parent_id
+from grubench.errors import ConfigError, RunFailed, Terminated
+from grubench.gradflow.callback import GradientFlow
+from grubench.harness import checkpointing, devices, guards, tracking
+from grubench.harness import resume as resuming
+from grubench.harness.callbacks import FiniteLoss, Throughput
+from grubench.harness.logger import RunLogger
+from grubench.harness.runs import tracked_run
+from grubench.harness.sweep import multirun, parent_run_id
+from grubench.harness.tracking import Run, Store
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
@@ -46,12 +49,6 @@ PROGRESS_REFRESH_STEPS = 20
 NAMED_IN_RUN_NAME = ("model", "+model", "dataset")
 
 
-class RunFailed(GrubenchError):
-    """A run opened, then failed; it is recorded FAILED with the error."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived; handled like Ctrl-C, so the run ends KILLED."""
 
 
 @contextmanager
@@ -84,31 +81,20 @@ def run_name(cfg: DictConfig, model_name: str, dataset_name: str, overrides: lis
     return "-".join([model_name, dataset_name, *extra])
 
 
-def multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
-
-
-def parent_run_id() -> str | None:
-    """The multirun's parent run, written into the sweep folder when the sweep started."""
-    return read_parent_id(Path(HydraConfig.get().sweep.dir)) if multirun() else None
-
-
 @dataclass
 class Job:
     """Everything one run needs, built (and so checked) before the run opens."""
 
     datamodule: SequenceDataModule
-    model: SequenceModel
     task: SequenceTask
     trainer: pl.Trainer
-    logger: tracking.RunLogger
     checkpoint: ModelCheckpoint
     throughput: Throughput
     folder: Path
     resume_point: checkpointing.ResumePoint
 
 
-def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> Job:
+def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     """Check the config and build data set, model, optimiser and trainer; ConfigError if any is bad."""
     check(cfg)
     if cfg.get("threads") is not None:
@@ -118,8 +104,8 @@ def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, "dataset")
     spec = datamodule.spec
-    model = build(cfg.model, "model", task=spec)
-    task = SequenceTask(model, build(cfg.optim, "optim", params=model.parameters()))
+    task = SequenceTask(cfg.model, cfg.optim, spec)
+    build(cfg.optim, "optim", params=task.model.parameters())  # a bad optimiser setting fails here, not in fit
     folder = output_dir()
     monitor = f"val/{spec.metric}"
     checkpoint_dir = checkpoint_dir or folder / "checkpoints"
@@ -134,16 +120,17 @@ def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> 
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
     if cfg.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
-    logger = tracking.RunLogger(uri)
-    trainer = build(cfg.trainer, "trainer", logger=logger, callbacks=callbacks, default_root_dir=str(folder),
+    # The MLflow logger joins when the run opens (`run_job`): building comes first, so that a bad
+    # trainer setting stops the command before any run exists.
+    trainer = build(cfg.trainer, "trainer", logger=False, callbacks=callbacks, default_root_dir=str(folder),
                     plugins=[checkpointing.AtomicCheckpointIO()])
-    return Job(datamodule, model, task, trainer, logger, checkpoint, throughput, folder, resume_point)
+    return Job(datamodule, task, trainer, checkpoint, throughput, folder, resume_point)
 
 
-def build_checked_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> Job:
+def build_checked_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     """`build_job`, a model too large for memory reported as the setting to lower."""
     try:
-        return build_job(cfg, uri, checkpoint_dir)
+        return build_job(cfg, checkpoint_dir)
     except RuntimeError as failure:
         if guards.out_of_memory(failure):
             raise ConfigError(guards.out_of_memory_message(cfg, building=True)) from failure
@@ -155,16 +142,15 @@ def train(cfg: DictConfig) -> float | None:
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_store(uri)
     if not devices.rank_zero():
-        return train_beside_rank_zero(uri)
+        return train_beside_rank_zero()
     overrides = task_overrides()
     if cfg.get("resume"):
         return train_resumed(cfg, uri, overrides)
-    job = build_checked_job(cfg, uri)
-    client, experiment_id = tracking.open_store(uri, cfg.tracking.experiment)
+    job = build_checked_job(cfg)
+    store = Store.open(uri, cfg.tracking.experiment)
     spec = job.datamodule.spec
     tags = {
-        **tracking.environment_tags(),
-        "model": job.model.name,
+        "model": job.task.model.name,
         "dataset": spec.name,
         "task/metric": spec.metric,
         "task/metric_mode": spec.metric_mode,
@@ -179,31 +165,23 @@ def train(cfg: DictConfig) -> float | None:
     if parent:
         tags["mlflow.parentRunId"] = parent
         tags["sweep/job"] = HydraConfig.get().job.num
-    run = client.create_run(experiment_id, run_name=run_name(cfg, job.model.name, spec.name, overrides),
-                            tags={k: str(v) for k, v in tags.items()})
-    run_id = run.info.run_id
-    job.logger.bind(run_id)
-    log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
-    return run_to_the_end(cfg, client, run_id, uri, job, overrides)
+    return run_job(cfg, store, job, overrides, run_name(cfg, job.task.model.name, spec.name, overrides), tags)
 
 
 def train_resumed(cfg: DictConfig, uri: str, overrides: list[str]) -> float | None:
     """Reopen the run `cfg.resume` names and train on from its last checkpoint (resume.py)."""
-    client, _ = tracking.open_store(uri, cfg.tracking.experiment)
-    resumed = resuming.find(cfg, client, uri, overrides)
-    job = build_checked_job(resumed.config, uri, resumed.checkpoint_dir)
-    resuming.reopen(client, resumed)
-    job.logger.bind(resumed.run_id, resumed.logged)
-    log.info("MLflow run %s resumed from %s", resumed.run_id, resumed.checkpoint or "the start")
-    return run_to_the_end(resumed.config, client, resumed.run_id, uri, job, overrides, resumed=True)
+    store = Store.open(uri, cfg.tracking.experiment)
+    resumed = resuming.find(cfg, store, overrides)
+    job = build_checked_job(resumed.config, resumed.checkpoint_dir)
+    return run_job(resumed.config, store, job, overrides, reopen=resumed)
 
 
-def train_beside_rank_zero(uri: str) -> float | None:
+def train_beside_rank_zero() -> float | None:
     """A process of rank > 0 in a multi-device run: trains beside rank 0, on the config rank 0
     wrote into the job folder they share (Lightning runs it there), and records nothing."""
     cfg = OmegaConf.load(output_dir() / "config.yaml")
     resume_from = cfg.get("resume")
-    job = build_job(cfg, uri, Path(resume_from).parent if resume_from else None)
+    job = build_job(cfg, Path(resume_from).parent if resume_from else None)
     job.datamodule.setup()
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=resume_from, weights_only=True)
     ckpt = "best" if job.checkpoint.best_model_path else None
@@ -211,69 +189,68 @@ def train_beside_rank_zero(uri: str) -> float | None:
     return None
 
 
-def run_to_the_end(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overrides: list[str],
-                   resumed: bool = False) -> float | None:
-    """Fit and test in the open run `run_id`, then close it FINISHED, FAILED or KILLED."""
-    job.resume_point.run_id = run_id
-    status, error = "FAILED", None
+def run_job(cfg: DictConfig, store: Store, job: Job, overrides: list[str], name: str | None = None,
+            tags: dict | None = None, reopen: resuming.Resumed | None = None) -> float | None:
+    """Fit and test in a run opened for it (or reopened), closed FINISHED, FAILED or KILLED."""
+    run: Run | None = None
     try:
-        best = fit_and_test(cfg, client, run_id, uri, job, overrides, resumed)
-        status = "FINISHED"
-        return best
-    except KeyboardInterrupt:
-        status, error = "KILLED", "interrupted (Ctrl-C or SIGTERM)"
-        raise
+        with tracked_run(store, name, tags or {}, reopen=reopen.run_id if reopen else None,
+                         logs=job.folder.glob("*.log"), describe_error=partial(describe_failure, cfg)) as run:
+            job.resume_point.run_id = run.id
+            if reopen:
+                resuming.reopen(run, reopen)
+                log.info("MLflow run %s resumed from %s", run.id, reopen.checkpoint or "the start")
+            else:
+                log.info("MLflow run %s (%s) in %s", run.id, run.name, store.uri)
+            job.trainer.loggers = [RunLogger(run, reopen.logged if reopen else frozenset())]
+            return fit_and_test(cfg, run, job, overrides, resumed=reopen is not None)
     except SystemExit as exit_:
-        # Lightning turns Ctrl-C into sys.exit(1) and SIGTERM into SIGTERMException (a SystemExit)
-        status, error = "KILLED", f"interrupted (exit {exit_.code})"
-        raise KeyboardInterrupt from exit_
-    except Exception as failure:  # noqa: BLE001 - every failure is recorded, then reported
-        error = f"{type(failure).__name__}: {failure}".strip().splitlines()[0]
-        if guards.out_of_memory(failure):
-            error = guards.out_of_memory_message(cfg)
-        (job.folder / "error.txt").write_text(traceback.format_exc())
-        tracking.log_artifact(client, run_id, job.folder / "error.txt")
-        raise RunFailed(f"run {run_id} failed: {error} (traceback in the run's error.txt)") from failure
-    finally:
-        if error:
-            tracking.set_tags(client, run_id, {"error": error})
-        for job_log in job.folder.glob("*.log"):
-            tracking.log_artifact(client, run_id, job_log)
-        client.set_terminated(run_id, status)
+        if exit_.code in (0, None):
+            raise
+        raise KeyboardInterrupt from exit_  # Lightning turns Ctrl-C into sys.exit(1); the run is KILLED
+    except Exception as failure:
+        if run is None:
+            raise
+        error = describe_failure(cfg, failure) or f"{type(failure).__name__}: {failure}".strip().splitlines()[0]
+        raise RunFailed(f"run {run.id} failed: {error} (traceback in the run's error.txt)") from failure
 
 
-def fit_and_test(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overrides: list[str],
-                 resumed: bool = False) -> float | None:
+def describe_failure(cfg: DictConfig, failure: BaseException) -> str | None:
+    """A clearer error line for failures the user fixes with one setting (out of memory)."""
+    return guards.out_of_memory_message(cfg) if guards.out_of_memory(failure) else None
+
+
+def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resumed: bool = False) -> float | None:
     spec, folder = job.datamodule.spec, job.folder
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # also read by ranks > 0
     if not resumed:  # a resumed run recorded these when it first opened
-        tracking.log_params(client, run_id, tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
         (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         for name in ("config.yaml", "overrides.yaml"):
-            tracking.log_artifact(client, run_id, folder / name)
-        tracking.log_metrics(client, run_id, job.model.parameter_counts())
+            run.log_artifact(folder / name)
+        run.log_metrics(job.task.model.parameter_counts())
 
     job.datamodule.setup()
-    tracking.set_tags(client, run_id, {f"data/{key}": value for key, value in job.datamodule.describe().items()})
+    run.set_tags({f"data/{key}": value for key, value in job.datamodule.describe().items()})
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
     ckpt = "best" if job.checkpoint.best_model_path else None
     results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
                                weights_only=True)[0]
 
-    tracking.set_tags(client, run_id, {
+    run.set_tags({
         "precision/trainer": job.trainer.precision,
-        "precision/recurrent_dtype": str(job.model.last_recurrent_dtype).replace("torch.", ""),
+        "precision/recurrent_dtype": str(job.task.model.last_recurrent_dtype).replace("torch.", ""),
         "device/accelerator": str(job.trainer.strategy.root_device),
     })
     if cfg.tracking.log_checkpoint and job.checkpoint.best_model_path:
-        tracking.log_artifact(client, run_id, Path(job.checkpoint.best_model_path), "checkpoints")
+        run.log_artifact(Path(job.checkpoint.best_model_path), "checkpoints")
 
     test_key = f"test/{spec.metric}"
     score = results.get(test_key, math.nan)
     chance = spec.chance.get(spec.metric, math.nan)
     speed = job.throughput.summary.get("speed/train_samples_per_s", math.nan)
-    print(f"{job.model.name} on {spec.name}: {test_key} = {score:.4f} (chance {chance:.4f}); "
-          f"{speed:.0f} samples/s; run {run_id}\n"
-          f"  browse: mlflow ui --backend-store-uri {uri}", flush=True)
+    print(f"{job.task.model.name} on {spec.name}: {test_key} = {score:.4f} (chance {chance:.4f}); "
+          f"{speed:.0f} samples/s; run {run.id}\n"
+          f"  browse: {run.store.browse_hint()}", flush=True)
     best = job.checkpoint.best_model_score
     return float(best) if best is not None else None

@@ -8,6 +8,7 @@ table.txt into the output folder; logs one MLflow run per cell under a parent ru
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 
 from grubench.bench import scaling
 from grubench.bench.grid import environment, format_table, run_grid, write_csv
-from grubench.config import GrubenchError
+from grubench.errors import GrubenchError
 
 
 def output_folder(cfg: DictConfig) -> Path:
@@ -43,15 +44,19 @@ def bench(cfg: DictConfig) -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)
     env = environment()
     print("bench: " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
-    recorder = None
-    if cfg.tracking.enabled:
-        from grubench import tracking
-        from grubench.bench.record import BenchRecorder
+    names = ("bench.csv", "scaling.csv", "table.txt")
+    with ExitStack() as stack:
+        recorder = None
+        if cfg.tracking.enabled:
+            from grubench.bench.record import BenchRecorder
+            from grubench.harness import tracking
+            from grubench.harness.runs import tracked_run
 
-        uri = tracking.resolve_uri(cfg.tracking.uri)
-        recorder = BenchRecorder(uri, cfg.experiment, cfg.get("run_name") or f"bench-{cfg.grid.name}", cfg, env)
-    status = "FAILED"
-    try:
+            store = tracking.Store.open(tracking.resolve_uri(cfg.tracking.uri), cfg.experiment)
+            parent = stack.enter_context(tracked_run(store, cfg.get("run_name") or f"bench-{cfg.grid.name}",
+                                                     logs=[folder / n for n in names]))
+            recorder = BenchRecorder(parent, cfg, env)
+            stack.callback(lambda: print(f"  browse: {store.browse_hint()}", flush=True))
         rows = run_grid(cfg, on_row=recorder.log_cell if recorder else None, progress=cfg.progress)
         exponents = scaling.exponents(rows)
         write_csv(rows, folder / "bench.csv")
@@ -61,19 +66,10 @@ def bench(cfg: DictConfig) -> list[dict]:
         (folder / "table.txt").write_text(text)
         print("\n" + text, flush=True)
         print(f"bench: {len(rows)} cells, {sum(r['status'] == 'ok' for r in rows)} ran; csv: {folder / 'bench.csv'}")
-        status = "FINISHED"
         return rows
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if recorder is not None:
-            names = ("bench.csv", "scaling.csv", "table.txt")
-            recorder.finish([folder / n for n in names], status)
-            print(f"  browse: mlflow ui --backend-store-uri {recorder.uri}", flush=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf/bench", config_name="bench")
+@hydra.main(version_base="1.3", config_path="pkg://grubench.conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     try:
         bench(cfg)

@@ -1,8 +1,8 @@
-"""Compose the packaged run configs (conf/config.yaml + a model) from inside any program.
+"""Compose the training config (conf/config.yaml + a model) from inside any program.
 
-The bench is its own Hydra app with its own config folder, so the training configs cannot be
-reached through the app's search path. `run_config` composes them in a Hydra of its own and puts
-back whatever Hydra was running, so it works from the bench, from a training run and from tests.
+Inside a Hydra app of grubench's config root (the main command, the bench: `bench.yaml` is a
+second primary config of the same root) the running Hydra composes it, search path and all
+(a user's --config-dir included); elsewhere (tests, scripts) a Hydra is made for the call.
 """
 
 from __future__ import annotations
@@ -11,21 +11,16 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from grubench.config import ConfigError, choices
+from grubench.config import choices
+from grubench.errors import ConfigError
 
 
 def run_config(overrides: list[str]) -> DictConfig:
     """The training config composed with `overrides`, e.g. ["+model=gru", "model.hidden_size=64"]."""
-    global_hydra = GlobalHydra.instance()
-    running = global_hydra.hydra if global_hydra.is_initialized() else None
-    global_hydra.clear()
-    try:
-        with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    finally:
-        if running is not None:
-            GlobalHydra.instance().clear()
-            GlobalHydra.instance().initialize(running)
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
 
 
 def model_config(name: str, overrides: list[str] = ()) -> DictConfig:

@@ -44,8 +44,9 @@ from tqdm import tqdm
 from grubench.bench.cell import Skip, check_runnable, measure
 from grubench.bench.compose import model_config
 from grubench.bench.flops import forward_flops, train_flops
-from grubench.config import GrubenchError, build
-from grubench.data.base import TaskSpec
+from grubench.errors import GrubenchError
+from grubench.config import build
+from grubench.spec import TaskSpec
 
 COLUMNS = [
     "model", "device", "precision", "dtype", "batch", "seq_len", "hidden", "input_size", "params",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import copy
+from functools import partial
 import io
 import itertools
 import pstats
@@ -45,10 +46,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from grubench import tracking
+from grubench.harness import tracking
 from grubench.bench.compose import run_config
 from grubench.config import build
-from grubench.task import SequenceTask
+from grubench.harness.logger import RunLogger
+from grubench.harness.runs import tracked_run
+from grubench.task import loss_and_metric_inputs
 
 DEFAULTS = ["+model=gru", "trainer=cpu", "trainer.max_epochs=2", "trainer.limit_train_batches=60",
             "trainer.limit_val_batches=4", "trainer.limit_test_batches=4"]
@@ -81,18 +84,16 @@ def harness_trial(cfg: DictConfig, uri: str, extra_callbacks: list[pl.Callback] 
     """One `trainer.fit` of the real harness, in an MLflow run of experiment `cfg.tracking.experiment`."""
     from grubench.train import build_job
 
-    job = build_job(cfg, uri)
-    client, experiment_id = tracking.open_store(uri, cfg.tracking.experiment)
-    run = client.create_run(experiment_id, run_name=f"overhead-harness-{job.model.name}",
-                            tags={"bench/role": "overhead"})
-    job.logger.bind(run.info.run_id)
-    steps = StepClock(clock)
-    job.trainer.callbacks.extend([steps, *extra_callbacks])
-    job.datamodule.setup()
-    began = time.perf_counter()
-    job.trainer.fit(job.task, datamodule=job.datamodule)
-    wall = time.perf_counter() - began
-    client.set_terminated(run.info.run_id, "FINISHED")
+    job = build_job(cfg)
+    store = tracking.Store.open(uri, cfg.tracking.experiment)
+    with tracked_run(store, f"overhead-harness-{job.task.model.name}", {"bench/role": "overhead"}) as run:
+        job.trainer.loggers = [RunLogger(run)]
+        steps = StepClock(clock)
+        job.trainer.callbacks.extend([steps, *extra_callbacks])
+        job.datamodule.setup()
+        began = time.perf_counter()
+        job.trainer.fit(job.task, datamodule=job.datamodule)
+        wall = time.perf_counter() - began
     return {"epochs": steps.epochs, "wall_s": wall, "steps": job.trainer.global_step}
 
 
@@ -102,7 +103,7 @@ def plain_trial(cfg: DictConfig, clock: str = "wall") -> dict:
     datamodule = build(cfg.dataset, "dataset")
     model = build(cfg.model, "model", task=datamodule.spec)
     optimizer = build(cfg.optim, "optim", params=model.parameters())
-    loss_of = SequenceTask(model, optimizer).loss_and_metric_inputs  # the same loss, no Lightning machinery
+    loss_of = partial(loss_and_metric_inputs, model, datamodule.spec)  # the same loss, no Lightning machinery
     trainer = cfg.trainer
     clip = trainer.get("gradient_clip_val")
     datamodule.setup()
@@ -204,19 +205,21 @@ def profile_harness(overrides: list[str], path: Path, skip: int = 5, top: int = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m grubench.bench.overhead", description=__doc__.split("\n")[0])
-    parser.add_argument("overrides", nargs="*", help=f"config overrides after the defaults {' '.join(DEFAULTS)}")
+    parser.add_argument("overrides", nargs="*", help=f"config overrides after the defaults {' '.join(DEFAULTS)}; "
+                        "tracking.uri=STORE keeps the harness runs (default: a temporary store)")
     parser.add_argument("--rounds", type=int, default=3, help="harness/plain pairs (medians are over these)")
     parser.add_argument("--skip", type=int, default=5, help="warm-up steps left out of each trial")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="step times by wall clock, or by this process's CPU time (steadier on a shared CPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store of the harness runs (default: a temp one)")
     parser.add_argument("--profile", default=None, help="also cProfile one harness fit into this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    result = measure(args.overrides, args.rounds, args.skip, args.tracking_uri, args.clock)
+    given = any(o.startswith("tracking.uri=") for o in args.overrides)
+    uri, overrides = tracking.store_argument(args.overrides) if given else (None, args.overrides)
+    result = measure(overrides, args.rounds, args.skip, uri, args.clock)
     print(f"{'round':>5} {'harness ms/step':>16} {'plain ms/step':>14} {'step ratio':>10} "
           f"{'harness fit s':>14} {'plain fit s':>12} {'fit ratio':>9}")
     for i, r in enumerate(result["rounds"], 1):

@@ -1,6 +1,7 @@
 """Data sets: LightningDataModules that describe their task (see `base.TaskSpec`)."""
 
-from grubench.data.base import SequenceDataModule, TaskSpec, TensorBatches
+from grubench.data.base import SequenceDataModule, TensorBatches
+from grubench.spec import TaskSpec
 from grubench.data.chorales import ChoralesDataModule
 from grubench.data.digits import DigitsDataModule
 from grubench.data.mnist import SequentialMNISTDataModule

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grubench.data.base import SequenceDataModule, TaskSpec, cache_root, require_positive
+from grubench.data.base import SequenceDataModule, cache_root
+from grubench.spec import TaskSpec, require_positive
 
 LOWEST, KEYS = 21, 88  # piano range: MIDI 21 (A0) .. 108 (C8)
 VOICES = ("soprano", "alto", "tenor", "bass")

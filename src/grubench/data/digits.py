@@ -8,7 +8,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from grubench.data.base import SequenceDataModule, TaskSpec
+from grubench.data.base import SequenceDataModule
+from grubench.spec import TaskSpec
 
 
 class DigitsDataModule(SequenceDataModule):

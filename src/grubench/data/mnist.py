@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grubench.data.base import SequenceDataModule, TaskSpec, cache_root, require_positive
+from grubench.data.base import SequenceDataModule, cache_root
+from grubench.spec import TaskSpec, require_positive
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",

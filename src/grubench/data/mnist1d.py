@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grubench.data.base import SequenceDataModule, TaskSpec, cache_root, require_positive
+from grubench.data.base import SequenceDataModule, cache_root
+from grubench.spec import TaskSpec, require_positive
 
 
 def generation_args(generator_seed: int = 42, shuffle_seq: bool = False) -> dict:

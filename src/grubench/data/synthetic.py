@@ -11,7 +11,8 @@ import math
 import numpy as np
 import torch
 
-from grubench.data.base import SequenceDataModule, TaskSpec, require_positive
+from grubench.data.base import SequenceDataModule
+from grubench.spec import TaskSpec, require_positive
 
 SPLITS = ("train", "val", "test")
 

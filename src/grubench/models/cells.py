@@ -36,7 +36,7 @@ import math
 import torch
 from torch import nn
 
-from grubench.data.base import require_positive
+from grubench.spec import require_positive
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from grubench.data.base import require_positive
+from grubench.spec import require_positive
 from grubench.models.cells import Cell, State
 
 log = logging.getLogger("grubench")

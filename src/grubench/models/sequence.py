@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from grubench.data.base import TaskSpec, require_positive
+from grubench.spec import TaskSpec, require_positive
 from grubench.models import counting
 from grubench.models.layers import accepts
 

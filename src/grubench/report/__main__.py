@@ -15,8 +15,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from grubench import tracking
-from grubench.config import GrubenchError
+from grubench.harness import tracking
+from grubench.errors import GrubenchError
 from grubench.report import plots
 from grubench.report.evidence import claim_runs, load_runs
 from grubench.report.verdicts import CLAIMS, PUBLISHED, Verdict, all_verdicts
@@ -130,12 +130,12 @@ def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, out))
     if log:
-        client, experiment_id = tracking.open_store(uri, "report")
-        run = client.create_run(experiment_id, run_name="claims report", tags=tracking.environment_tags())
-        tracking.set_tags(client, run.info.run_id, {f"verdict/{v.claim}": v.verdict for v in verdicts})
-        for path in [out / "report.md", out / "report.html", *[p for ps in made.values() for p in ps]]:
-            tracking.log_artifact(client, run.info.run_id, path)
-        client.set_terminated(run.info.run_id, "FINISHED")
+        from grubench.harness.runs import tracked_run
+
+        with tracked_run(tracking.Store.open(uri, "report"), "claims report") as run:
+            run.set_tags({f"verdict/{v.claim}": v.verdict for v in verdicts})
+            for path in [out / "report.md", out / "report.html", *[p for ps in made.values() for p in ps]]:
+                run.log_artifact(path)
     return verdicts
 
 

@@ -1,4 +1,4 @@
-"""`python -m grubench.gc`: close the runs whose process is gone.
+"""`python -m grubench.harness.reap`: close the runs whose process is gone.
 
 A run killed by SIGKILL, the out-of-memory killer, a crash of the machine or a lost node never
 closes itself and stays RUNNING for ever. Every run records the host and process that own it
@@ -11,7 +11,7 @@ exists (or whose pid now belongs to a later process), this command sets
 
 and prints what it changed. Runs on other hosts are listed, not touched: run gc there.
 
-    python -m grubench.gc [--uri URI] [--experiment NAME] [--dry-run]
+    python -m grubench.harness.reap [--uri URI] [--experiment NAME] [--dry-run]
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import sys
 from dataclasses import dataclass
 
 from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
 
-from grubench import tracking
+from grubench.harness import tracking
 
 
 @dataclass
@@ -69,7 +70,7 @@ def dead_runs(client, experiment_ids: list[str], host: str) -> tuple[list[Change
 
 def collect(uri: str, experiment: str | None = None, dry_run: bool = False, host: str | None = None) -> list[Change]:
     """Find the dead RUNNING runs of `experiment` (all experiments when None) and close them."""
-    client = tracking.StoreClient(uri)
+    client = MlflowClient(uri)
     if experiment is None:
         experiment_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     else:
@@ -80,23 +81,25 @@ def collect(uri: str, experiment: str | None = None, dry_run: bool = False, host
     changes, elsewhere = dead_runs(client, experiment_ids, host or socket.gethostname())
     for change in changes:
         if not dry_run:
-            tracking.set_tags(client, change.run_id, {"error": change.reason, "closed_by": "grubench.gc"})
-            client.set_terminated(change.run_id, change.status)
+            run = tracking.Run(tracking.Store(uri, client, ""), change.run_id, change.name)
+            run.set_tags({"error": change.reason, "closed_by": "grubench.reap"})
+            run.set_status(change.status)
     if elsewhere:
         print(f"left alone, RUNNING on other hosts (run gc there): {', '.join(elsewhere)}")
     return changes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grubench.gc", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser = argparse.ArgumentParser(prog="python -m grubench.harness.reap", description=__doc__.split("\n\n")[0])
+    parser.add_argument("store", nargs="?", default=None, metavar="tracking.uri=STORE",
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", help="only this experiment (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     args = parser.parse_args(argv)
-    uri = tracking.resolve_uri(args.uri)
+    uri, _ = tracking.store_argument([args.store] if args.store else [])
     path = tracking.sqlite_path(uri)
     if path is not None and not path.exists():
-        print(f"grubench.gc: error: no MLflow store at {path}", file=sys.stderr)
+        print(f"grubench.harness.reap: error: no MLflow store at {path}", file=sys.stderr)
         return 1
     changes = collect(uri, args.experiment, args.dry_run)
     verb = "would mark" if args.dry_run else "marked"

@@ -25,8 +25,9 @@ from pathlib import Path
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 
-from grubench import checkpointing, tracking
-from grubench.config import ConfigError
+from grubench.harness import checkpointing, tracking
+from grubench.harness.tracking import Run, Store
+from grubench.errors import ConfigError
 
 # Overrides that may differ from the recorded config: resume itself, and where the store is.
 FREE_KEYS = ("resume", "tracking.uri")
@@ -41,7 +42,7 @@ class Resumed:
     logged: set[tuple[str, int]]  # (metric, step) pairs the store already holds
 
 
-def find(cfg: DictConfig, client, uri: str, overrides: list[str]) -> Resumed:
+def find(cfg: DictConfig, store: Store, overrides: list[str]) -> Resumed:
     target = str(cfg.resume)
     checkpoint: Path | None = None
     if target.endswith(".ckpt") or Path(target).is_file():
@@ -53,6 +54,7 @@ def find(cfg: DictConfig, client, uri: str, overrides: list[str]) -> Resumed:
             raise ConfigError(f"resume: {checkpoint} holds no grubench run id; resume from a checkpoint grubench wrote")
     else:
         run_id = target
+    uri, client = store.uri, store.client
     try:
         run = client.get_run(run_id)
     except mlflow.exceptions.MlflowException as error:
@@ -68,7 +70,7 @@ def find(cfg: DictConfig, client, uri: str, overrides: list[str]) -> Resumed:
 
 
 def check_resumable(run) -> None:
-    from grubench.gc import process_alive
+    from grubench.harness.reap import process_alive
 
     info, tags = run.info, run.data.tags
     if info.status == "FINISHED":
@@ -90,7 +92,8 @@ def recorded_config(cfg: DictConfig, run_id: str, uri: str, overrides: list[str]
         except Exception as error:  # noqa: BLE001 - any failure: the run cannot be resumed
             raise ConfigError(f"resume: run {run_id} has no readable config.yaml artifact") from error
         recorded = OmegaConf.load(path)
-    for override in overrides:
+    # The most specific override first: `model.hidden_size=64` is the one to name, not `+model=gru`.
+    for override in sorted(overrides, key=lambda o: -o.split('=', 1)[0].count('.')):
         key = override.split("=", 1)[0].lstrip("+~")
         if key in FREE_KEYS or key.startswith("hydra"):
             continue
@@ -123,18 +126,15 @@ def logged_pairs(client, run) -> set[tuple[str, int]]:
     return pairs
 
 
-def reopen(client, resumed: Resumed) -> None:
-    """Mark the run RUNNING again, owned by this process; clear the error of its last attempt."""
-    run = client.get_run(resumed.run_id)
-    client.update_run(resumed.run_id, status="RUNNING")
-    if "error" in run.data.tags:
-        client.delete_tag(resumed.run_id, "error")
-    count = int(run.data.tags.get("resumed", "0")) + 1
+def reopen(run: Run, resumed: Resumed) -> None:
+    """Count the resumption on the run and clear the error of its last attempt (`tracked_run`
+    has made it RUNNING again, owned by this process)."""
+    tags = run.info().data.tags
+    if "error" in tags:
+        run.delete_tag("error")
+    count = int(tags.get("resumed", "0")) + 1
     epoch = None
     if resumed.checkpoint is not None:
         epoch = checkpointing.read(resumed.checkpoint).get("epoch")
-    env = tracking.environment_tags()
-    tracking.set_tags(client, resumed.run_id, {
-        "host": env["host"], "pid": env["pid"], "pid_start": env["pid_start"], "resumed": count,
-        f"resumed/{count}": f"from {resumed.checkpoint} (epoch {epoch})" if resumed.checkpoint else "from the start",
-    })
+    run.set_tags({"resumed": count,
+                  f"resumed/{count}": f"from {resumed.checkpoint} (epoch {epoch})" if resumed.checkpoint else "from the start"})

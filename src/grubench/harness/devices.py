@@ -11,7 +11,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from grubench.config import ConfigError
+from grubench.errors import ConfigError
 
 
 def rank_zero() -> bool:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import optuna
+from filelock import FileLock, Timeout
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
@@ -47,11 +48,18 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from grubench import tracking
-from grubench.config import ConfigError, build
-from grubench.sweep import BEST_FILE, read_parent_id
+from grubench.config import build
+from grubench.errors import ConfigError, GrubenchError
+from grubench.harness import devices, tracking
+from grubench.harness.runs import tracked_run
+from grubench.harness.sweep import BEST_FILE, PARENT_ID_FILE, failed_jobs, read_parent_id
+from grubench.harness.tracking import Run
 
 INTERRUPTED = "interrupted"
+
+
+class NoTrialCompleted(GrubenchError):
+    """A search ended without one completed trial; its parent run is closed FAILED."""
 
 
 KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
@@ -131,28 +139,41 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         uri = tracking.resolve_uri(self.config.tracking.uri)
-        client, _ = tracking.open_store(uri, self.config.tracking.experiment)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        parent = read_parent_id(sweep_dir)
-        try:
+        try:  # every refusal comes before any run is opened or reopened
+            devices.check_sweep_devices(self.config)
+            store = tracking.Store.open(uri, self.config.tracking.experiment)
             space, fixed, metric, direction = self.prepare(arguments)
+            lock = self.lock_study(uri)
             study = self.open_study(uri, space, direction)
-        except ConfigError as error:
-            if parent:
-                tracking.set_tags(client, parent, {"error": str(error)})
-                client.set_terminated(parent, "FAILED")
+        except GrubenchError as error:
             print(f"grubench: error: {error}", file=sys.stderr, flush=True)
             sys.exit(1)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        if parent:
-            tracking.set_tags(client, parent, {"search/study": self.study_name, "search/metric": metric,
-                                               "search/direction": direction, "search/n_trials": self.n_trials})
-            known = study.user_attrs.get("mlflow_parent_run_ids", [])
-            if parent not in known:
-                study.set_user_attr("mlflow_parent_run_ids", [*known, parent])
-        print(f"search {self.study_name}: {counted(study)} of {self.n_trials} trials done; {direction} {metric}; "
-              f"study in {self.storage_url(uri)}", flush=True)
+        overrides = " ".join(self.config.hydra.overrides.task)
+        tags = {"sweep": "parent", "overrides": overrides, "claims": ",".join(self.config.get("claims") or []),
+                "sweep_dir": str(sweep_dir.resolve()), "search/study": self.study_name, "search/metric": metric,
+                "search/direction": direction, "search/n_trials": self.n_trials}
+        try:
+            with lock, tracked_run(store, f"search {overrides}".strip(), tags,
+                                   reopen=self.parent_to_reopen(store, sweep_dir)) as parent:
+                (sweep_dir / PARENT_ID_FILE).write_text(parent.id)
+                parent.set_tags(tags)
+                known = study.user_attrs.get("mlflow_parent_run_ids", [])
+                if parent.id not in known:
+                    study.set_user_attr("mlflow_parent_run_ids", [*known, parent.id])
+                print(f"search {self.study_name}: {counted(study)} of {self.n_trials} trials done; {direction} "
+                      f"{metric}; study in {self.storage_url(uri)}", flush=True)
+                self.run_trials(study, space, fixed, parent, sweep_dir, metric)
+        except NoTrialCompleted as error:
+            print(f"grubench: error: {error}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        print(f"search finished: best trial in {sweep_dir / BEST_FILE}\n  browse: {store.browse_hint()}")
 
+    def run_trials(self, study: optuna.Study, space: dict, fixed: list[str], parent: Run, sweep_dir: Path,
+                   metric: str) -> None:
+        """Ask, launch and tell until `n_trials` trials have ended; NoTrialCompleted if none completed."""
         while (remaining := self.n_trials - counted(study)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             batch = [[*fixed, *(override(name, trial.params[name]) for name in space)] for trial in trials]
@@ -168,7 +189,44 @@ class OptunaSweeper(Sweeper):
                     study.tell(trial, float(value))
                 else:
                     study.tell(trial, state=TrialState.FAIL)
-            self.record_best(study, client, parent, sweep_dir, metric, fixed, trials)
+            self.record_best(study, parent, sweep_dir, metric, fixed, trials)
+        jobs, failures = failed_jobs(sweep_dir)
+        parent.set_tags({"jobs/total": len(jobs), "jobs/failed": len(failures)})
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise NoTrialCompleted(f"search {self.study_name}: no trial completed ({len(failures)} of {len(jobs)} "
+                                   "jobs failed; their runs say why)")
+        if failures:
+            print(f"search: {len(failures)} of {len(jobs)} trials failed (their runs say why)")
+
+    def lock_study(self, uri: str) -> FileLock:
+        """A lock held for the whole search: one search runs a study at a time, so a trial RUNNING
+        when a search starts belongs to one that died. The lock file sits beside a SQLite storage,
+        or in the sweep folder's parent for another storage."""
+        storage = self.storage_url(uri)
+        where = Path(storage[len("sqlite:///"):]).parent if storage.startswith("sqlite:///") else \
+            Path(self.config.hydra.sweep.dir).resolve().parent
+        where.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(where / f"optuna-{self.study_name}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ConfigError(f"study {self.study_name} is being searched by another command ({lock.lock_file}); "
+                              "wait for it, or choose another hydra.sweeper.study_name") from None
+        return lock
+
+    @staticmethod
+    def parent_to_reopen(store: tracking.Store, sweep_dir: Path) -> str | None:
+        """The parent run of an earlier session of this search (same sweep folder), if the store has it."""
+        existing = read_parent_id(sweep_dir)
+        if existing is None:
+            return None
+        try:
+            run = store.run(existing)
+        except Exception:  # noqa: BLE001 - deleted, or in another store: the search gets a new parent
+            return None
+        if "error" in run.info().data.tags:
+            run.delete_tag("error")
+        return existing
 
     def prepare(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str], str, str]:
         """(search space, fixed overrides, metric, direction) from the config and the command line."""
@@ -228,21 +286,20 @@ class OptunaSweeper(Sweeper):
         study.set_user_attr("search_space", described)
         return study
 
-    def record_best(self, study: optuna.Study, client, parent: str | None, sweep_dir: Path, metric: str,
+    def record_best(self, study: optuna.Study, parent: Run, sweep_dir: Path, metric: str,
                     fixed: list[str], trials: list[optuna.trial.FrozenTrial]) -> None:
         """The best trial so far on the parent run and in best_trial.yaml; each trial's value as a metric."""
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if not complete:
             return
         best = study.best_trial
-        if parent:
-            ended = study.get_trials(deepcopy=False)
-            for trial in trials:
-                if ended[trial.number].value is not None:
-                    tracking.log_metrics(client, parent, {"search/value": ended[trial.number].value,
-                                                          "search/best": best.value}, step=trial.number)
-            tracking.set_tags(client, parent, {"best/value": best.value, "best/trial": best.number,
-                                               **{f"best/params/{k.lstrip('+~')}": v for k, v in best.params.items()}})
+        ended = study.get_trials(deepcopy=False)
+        for trial in trials:
+            if ended[trial.number].value is not None:
+                parent.log_metrics({"search/value": ended[trial.number].value, "search/best": best.value},
+                                   step=trial.number)
+        parent.set_tags({"best/value": best.value, "best/trial": best.number,
+                         **{f"best/params/{k.lstrip('+~')}": v for k, v in best.params.items()}})
         record = {"study": self.study_name, "metric": metric, "direction": study.direction.name.lower(),
                   "value": best.value, "trial": best.number, "params": best.params,
                   "overrides": [*fixed, *(override(k, v) for k, v in best.params.items())],

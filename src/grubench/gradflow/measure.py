@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from grubench.models.sequence import SequenceModel
-from grubench.task import SequenceTask
+from grubench.task import loss_and_metric_inputs
 
 
 @dataclass
@@ -113,12 +113,11 @@ def gradient_flow(model: SequenceModel, batch, stage: str = "init", positions: l
     """Measure ||dL/dh_t|| (see the module docstring) of `model` on `batch` = (x, y[, mask]).
 
     The model is not changed: the measurement runs on a copy in `dtype`. The loss is the one the
-    training task (`SequenceTask`) computes for the model's task.
+    training task computes (`task.loss_and_metric_inputs`) for the model's task.
     """
     if getattr(model.recurrent, "bidirectional", False):
         raise ValueError("gradient flow through time is defined for unidirectional layers only")
     probe = copy.deepcopy(model).to(dtype).eval()
-    task = SequenceTask(probe, optimizer=None)
     x, *rest = batch
     if x.is_floating_point():
         x = x.to(dtype)
@@ -147,7 +146,7 @@ def gradient_flow(model: SequenceModel, batch, stage: str = "init", positions: l
             out_rest, _ = layer(u[:, t:], _join(h, tuple(o.detach() for o in others)))
             parts.append(out_rest)
         with _replaying(probe, torch.cat(parts, dim=1)):
-            loss, _ = task.loss_and_metric_inputs(batch)
+            loss, _ = loss_and_metric_inputs(probe, probe.task, batch)
         (grad,) = torch.autograd.grad(loss, h)
         norms.append(float(grad.norm()))
     return FlowCurve(model=getattr(model, "name", type(model).__name__), stage=stage, steps=positions, norms=norms)
@@ -185,55 +184,7 @@ def plot(curves: list[FlowCurve], path: Path, title: str = "gradient flow throug
     plt.close(fig)
 
 
-class GradientFlow(pl.Callback):
-    """Measures the gradient flow at the start of training and at its end, on a fixed batch.
-
-    The batch is the first `batch_size` sequences of the first validation batch. Logs to the
-    run's MLflow logger: metrics `grad/decay_log10` (at step 0, then at the last step),
-    `grad/decay_log10_init`, `grad/decay_log10_trained`; artifacts gradient_flow/curves.csv and
-    gradient_flow/gradient_flow.png (both stages on one plot). Files go to
-    <default_root_dir>/gradient_flow as well.
-    """
-
-    def __init__(self, batch_size: int = 64, max_positions: int | None = 128):
-        self.batch_size = batch_size
-        self.max_positions = max_positions
-        self.batch = None
-        self.curves: list[FlowCurve] = []
-
-    def _first_batch(self, trainer: pl.Trainer, device: torch.device):
-        source = trainer.datamodule
-        loader = source.val_dataloader() if source is not None else trainer.val_dataloaders
-        first = next(iter(loader))
-        return tuple(t[: self.batch_size].to(device) for t in first)
-
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> FlowCurve:
-        if self.batch is None:
-            self.batch = self._first_batch(trainer, pl_module.device)
-        curve = gradient_flow(pl_module.model, self.batch, stage=stage, max_positions=self.max_positions)
-        self.curves.append(curve)
-        for logger in trainer.loggers:
-            logger.log_metrics({"grad/decay_log10": _finite(curve.decay_log10),
-                                f"grad/decay_log10_{stage}": _finite(curve.decay_log10)}, step=trainer.global_step)
-        return curve
-
-    def on_train_start(self, trainer, pl_module):
-        self.curves = []
-        self._measure(trainer, pl_module, "init")
-
-    def on_train_end(self, trainer, pl_module):
-        self._measure(trainer, pl_module, "trained")
-        folder = Path(trainer.default_root_dir) / "gradient_flow"
-        write_csv(self.curves, folder / "curves.csv")
-        plot(self.curves, folder / "gradient_flow.png", title=f"gradient flow: {self.curves[0].model}")
-        for logger in trainer.loggers:
-            client, run_id = getattr(logger, "experiment", None), getattr(logger, "run_id", None)
-            if run_id is not None and hasattr(client, "log_artifact"):
-                for name in ("curves.csv", "gradient_flow.png"):
-                    client.log_artifact(run_id, str(folder / name), "gradient_flow")
-
-
-def _finite(value: float) -> float:
+def finite(value: float) -> float:
     """MLflow stores -inf as -1.8e308; a vanishing beyond float64 is logged as -308 instead."""
     return max(value, -308.0) if not math.isnan(value) else value
 
@@ -257,45 +208,3 @@ def compare(models: list[str], overrides: list[str] = (), batch_size: int = 64,
         curve.model = name
         curves.append(curve)
     return curves
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m grubench.gradflow [--models rnn,gru,lstm] [--out DIR] [--tracking-uri URI] [overrides]`"""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m grubench.gradflow", description=compare.__doc__)
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset.seq_len=100")
-    parser.add_argument("--models", default="rnn,gru,lstm", help="comma-separated conf/model names")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-positions", type=int, default=128)
-    parser.add_argument("--out", default="gradient_flow", help="folder for curves.csv and gradient_flow.png")
-    parser.add_argument("--tracking-uri", default=None, help="also log one MLflow run per model (experiment gradient_flow)")
-    args = parser.parse_args(argv)
-
-    curves = compare(args.models.split(","), args.overrides, args.batch_size, args.max_positions)
-    out = Path(args.out)
-    write_csv(curves, out / "curves.csv")
-    plot(curves, out / "gradient_flow.png", title="gradient flow at initialisation " + " ".join(args.overrides))
-    for curve in curves:
-        print(f"{curve.model:<12} grad/decay_log10 = {curve.decay_log10:+.3f}   "
-              f"||g_1|| = {curve.norms[0]:.3e}   ||g_T|| = {curve.norms[-1]:.3e}")
-    print(f"curves: {out / 'curves.csv'}  plot: {out / 'gradient_flow.png'}")
-    if args.tracking_uri:
-        from grubench import tracking
-
-        uri = tracking.resolve_uri(args.tracking_uri)
-        client, experiment_id = tracking.open_store(uri, "gradient_flow")
-        for curve in curves:
-            run = client.create_run(experiment_id, run_name=f"{curve.model}-init-{'-'.join(args.overrides)}".rstrip("-"),
-                                    tags={**tracking.environment_tags(), "model": curve.model, "claims": "C2",
-                                          "overrides": " ".join(args.overrides)})
-            write_csv([curve], out / curve.model / "curves.csv")
-            tracking.log_metrics(client, run.info.run_id, {"grad/decay_log10": _finite(curve.decay_log10)})
-            tracking.log_artifact(client, run.info.run_id, out / curve.model / "curves.csv", "gradient_flow")
-            tracking.log_artifact(client, run.info.run_id, out / "gradient_flow.png", "gradient_flow")
-            client.set_terminated(run.info.run_id, "FINISHED")
-        print(f"  browse: mlflow ui --backend-store-uri {uri}")
-
-
-if __name__ == "__main__":
-    main()

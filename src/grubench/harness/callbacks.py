@@ -9,6 +9,8 @@ import time
 import pytorch_lightning as pl
 import torch
 
+from grubench.errors import Diverged
+
 
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory so far: CUDA peak allocated on a GPU, else the process's peak resident set."""
@@ -64,9 +66,6 @@ class Throughput(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(self.summary, step=trainer.global_step)
 
-
-class Diverged(RuntimeError):
-    """Training produced a loss that is not a finite number."""
 
 
 class FiniteLoss(pl.Callback):

@@ -1,0 +1,117 @@
+"""Multiruns: one parent MLflow run per sweep, every job a child of it.
+
+`MultirunParent` is a Hydra callback (registered in config.yaml). When a sweep starts it checks
+the sweep, creates the store and the experiment once, before any job, opens the parent run
+(`runs.tracked_run`) and writes its id into the sweep folder, where every job (in this process
+or another) reads it. When the sweep ends it counts the jobs that failed and closes the parent:
+FAILED, with the first failure, if any job failed (the command then exits 1), else FINISHED.
+Hydra calls nothing when a launcher or sweeper raises (or on Ctrl-C), so the entry point calls
+`close_parent` with what ended the command: the parent is closed FAILED or KILLED then.
+
+A job that fails writes its one-line error to `<job folder>/FAILED` and returns, so the other
+jobs go on. A search (grubench's Optuna sweeper, search.py) opens its own parent, after its
+checks: a refused search changes no run.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from grubench.errors import ConfigError, GrubenchError
+from grubench.harness import devices, tracking
+from grubench.harness.runs import tracked_run
+
+PARENT_ID_FILE = "mlflow_parent_run_id"
+FAILED_FILE = "FAILED"
+BEST_FILE = "best_trial.yaml"
+SEARCH_SWEEPER = "hydra_plugins.grubench_optuna_sweeper."
+
+# The open parent run of this process's sweep: closed by on_multirun_end, or by close_parent.
+_parent = ExitStack()
+
+
+def multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def read_parent_id(sweep_dir: Path) -> str | None:
+    path = sweep_dir / PARENT_ID_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def parent_run_id() -> str | None:
+    """The running multirun's parent run, written into the sweep folder when the sweep started."""
+    return read_parent_id(Path(HydraConfig.get().sweep.dir)) if multirun() else None
+
+
+def mark_job_failed(message: str) -> None:
+    """Leave the job's one-line error where the sweep's end will find it."""
+    (Path(HydraConfig.get().runtime.output_dir) / FAILED_FILE).write_text(message + "\n")
+
+
+def searching(config: DictConfig) -> bool:
+    return str(config.hydra.sweeper.get("_target_", "")).startswith(SEARCH_SWEEPER)
+
+
+def failed_jobs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(every job folder of the sweep, the FAILED files of the jobs that failed)."""
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    return jobs, sorted(sweep_dir.glob(f"*/{FAILED_FILE}"))
+
+
+class JobsFailed(GrubenchError):
+    """Some jobs of a sweep failed; the parent run is closed FAILED with this line."""
+
+
+def close_parent(failure: BaseException | None) -> None:
+    """Close this process's open parent run (if any) as `failure` ended the command."""
+    if failure is None:
+        _parent.close()
+    else:
+        _parent.__exit__(type(failure), failure, failure.__traceback__)
+
+
+class MultirunParent(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if searching(config):
+            return  # the search opens its parent after its own checks
+        try:
+            devices.check_sweep_devices(config)
+            store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
+        except GrubenchError as error:
+            print(f"grubench: error: {error}", file=sys.stderr)
+            sys.exit(1)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        for stale in sweep_dir.glob(f"*/{FAILED_FILE}"):  # left by an earlier sweep in the same folder
+            stale.unlink()
+        overrides = " ".join(config.hydra.overrides.task)
+        parent = _parent.enter_context(tracked_run(store, f"sweep {overrides}".strip(), {
+            "sweep": "parent", "overrides": overrides, "claims": ",".join(config.get("claims") or []),
+            "sweep_dir": str(sweep_dir.resolve())}))
+        (sweep_dir / PARENT_ID_FILE).write_text(parent.id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if searching(config):
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs, failures = failed_jobs(sweep_dir)
+        store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
+        parent = store.run(read_parent_id(sweep_dir))
+        parent.set_tags({"jobs/total": len(jobs), "jobs/failed": len(failures)})
+        if failures:
+            message = f"{len(failures)} of {len(jobs)} jobs failed, first: job {failures[0].parent.name}: " \
+                      f"{failures[0].read_text().strip()}"
+            failure = JobsFailed(message)
+            close_parent(failure)
+            print(f"grubench: error: {message}", file=sys.stderr)
+            sys.exit(1)
+        close_parent(None)
+        print(f"sweep finished: {len(jobs)} jobs, parent run {parent.id}\n  browse: {store.browse_hint()}")

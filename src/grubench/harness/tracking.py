@@ -1,0 +1,275 @@
+"""MLflow: where runs are stored and what they record.
+
+    Store.open(uri, experiment)   the store (created and migrated under a file lock) and the
+                                  experiment's id (created under the same lock)
+    Run                           one open run: params, metrics, tags, artifacts, final status
+
+A run's life (open, always close FINISHED / FAILED / KILLED) belongs to `harness.runs`; this
+module only knows how to reach the store. Writes retry while SQLite reports the file locked:
+jobs running at once share one SQLite file, and MLflow's own wait does not cover a transaction
+that read before it wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+import mlflow
+from filelock import FileLock, Timeout
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from grubench.errors import TrackingError
+
+PARAMS_PER_BATCH = 100
+MAX_PARAM_CHARS = 6000
+LOCK_TIMEOUT_S = 300      # creating a store takes a second or two; a lock held this long is stuck
+SERVER_TIMEOUT_S = 5      # a tracking server that does not answer its health check in this time is down
+T = TypeVar("T")
+
+
+def resolve_uri(uri: str | None, start_dir: str | os.PathLike | None = None) -> str:
+    """The absolute tracking URI for this command.
+
+    Order: the `tracking.uri` config value, then MLFLOW_TRACKING_URI, then `mlflow.db` in the
+    directory the command started in. A plain path or a relative `sqlite:///` path becomes an
+    absolute `sqlite:////...` URI; server URIs (http, https, databricks) pass unchanged.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlflow.db"
+    start = Path(start_dir or os.getcwd())
+    if "://" in uri and not uri.startswith("sqlite:"):
+        if uri.startswith("file:"):
+            raise TrackingError(f"file stores are not supported by MLflow 3; use a sqlite:/// path instead of {uri}")
+        return uri
+    path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else Path(uri)
+    if uri.startswith("sqlite:") and not uri.startswith("sqlite:///"):
+        raise TrackingError(f"cannot read tracking URI {uri!r}: expected sqlite:///PATH")
+    path = path if path.is_absolute() else start / path
+    return f"sqlite:///{path.resolve()}"
+
+
+def store_argument(arguments: list[str]) -> tuple[str, list[str]]:
+    """(the store a command's `tracking.uri=STORE` argument names, resolved as `resolve_uri` does;
+    the other arguments). Every command takes the store this way."""
+    given = [a for a in arguments if a.startswith("tracking.uri=")]
+    rest = [a for a in arguments if not a.startswith("tracking.uri=")]
+    return resolve_uri(given[-1].split("=", 1)[1] if given else None), rest
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str) -> None:
+    """Fail early, with one line, when a SQLite store's file cannot be created or written, or a
+    server does not answer."""
+    path = sqlite_path(uri)
+    if path is None:
+        if uri.startswith(("http://", "https://")):
+            check_server(uri)
+        return
+    if path.exists():
+        if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):
+            raise TrackingError(f"cannot use MLflow store {path}: not a readable and writable file")
+    elif not path.parent.is_dir():
+        raise TrackingError(f"cannot create MLflow store {path}: directory {path.parent} does not exist")
+    elif not os.access(path.parent, os.W_OK):
+        raise TrackingError(f"cannot create MLflow store {path}: directory {path.parent} is not writable")
+
+
+def store_lock(uri: str):
+    """A file lock beside a SQLite store (`mlflow.db.lock`), held while the store is created or
+    migrated and while an experiment is created: MLflow's schema migration is not safe when two
+    processes create one store at once. Servers serialise their own writes: no lock."""
+    path = sqlite_path(uri)
+    return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S) if path else nullcontext()
+
+
+def locked(error: BaseException | None) -> bool:
+    """Whether `error` (or its cause) is SQLite refusing a write because another process holds the file."""
+    while error is not None:
+        if "database is locked" in str(error) or "database table is locked" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def retrying(call: Callable[..., T], *args: Any, attempts: int = 10, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, repeated with growing random waits (about 30 s in all) while the
+    SQLite store is locked; any other error is raised at once."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - only a locked store is retried
+            if attempt == attempts - 1 or not locked(error):
+                raise
+            time.sleep(min(0.1 * 2**attempt, 5.0) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
+def check_server(uri: str) -> None:
+    """Fail within SERVER_TIMEOUT_S, with one line, when a tracking server does not answer."""
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S).close()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(f"tracking.uri={uri}: no MLflow server answers there ({reason})") from error
+
+
+class Store:
+    """One MLflow store and one experiment in it.
+
+    `Store.open` checks the store, creates it (and migrates its schema) and the experiment if
+    missing, all under `store_lock`, so that any number of commands started at once on a new
+    store all find it ready. Artifacts of a SQLite store go beside it, in `mlartifacts/`.
+    """
+
+    def __init__(self, uri: str, client: MlflowClient, experiment_id: str):
+        self.uri, self.client, self.experiment_id = uri, client, experiment_id
+
+    @classmethod
+    def open(cls, uri: str, experiment: str) -> "Store":
+        check_store(uri)
+        try:
+            with store_lock(uri):
+                client = MlflowClient(uri)
+                return cls(uri, client, ensure_experiment(client, experiment, uri))
+        except Timeout as error:
+            raise TrackingError(f"cannot use MLflow store {uri}: {error.lock_file} held for {LOCK_TIMEOUT_S} s "
+                                "by another process; remove it if no grubench command is running") from error
+        except Exception as error:  # noqa: BLE001 - any failure here means the store is unusable
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise TrackingError(f"cannot use MLflow store {uri}: {first_line}") from error
+
+    def create_run(self, name: str | None, tags: Mapping[str, Any]) -> "Run":
+        run = retrying(self.client.create_run, self.experiment_id, run_name=name,
+                       tags={key: str(value)[:MAX_PARAM_CHARS] for key, value in tags.items()})
+        return Run(self, run.info.run_id, run.info.run_name)
+
+    def run(self, run_id: str) -> "Run":
+        """An existing run of this store (to reopen or close it)."""
+        return Run(self, run_id, retrying(self.client.get_run, run_id).info.run_name)
+
+    def browse_hint(self) -> str:
+        """The command that shows this store's runs."""
+        if sqlite_path(self.uri):
+            return f"mlflow ui --backend-store-uri {self.uri}"
+        return f"open {self.uri} in a browser"
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of experiment `name`, created if missing (restored if deleted); call under `store_lock`."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    path = sqlite_path(uri)
+    location = (path.parent / "mlartifacts").as_uri() if path else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+class Run:
+    """An open MLflow run: what it records. Its life (final status) belongs to `runs.tracked_run`."""
+
+    def __init__(self, store: Store, run_id: str, name: str):
+        self.store, self.id, self.name = store, run_id, name
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(key, str(value)[:MAX_PARAM_CHARS]) for key, value in params.items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            retrying(self.store.client.log_batch, self.id, params=items[start : start + PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        timestamp = mlflow.utils.time.get_current_time_millis()
+        items = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+        retrying(self.store.client.log_batch, self.id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(key, str(value)[:MAX_PARAM_CHARS]) for key, value in tags.items()]
+        retrying(self.store.client.log_batch, self.id, tags=items)
+
+    def delete_tag(self, key: str) -> None:
+        retrying(self.store.client.delete_tag, self.id, key)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        if path.exists():
+            self.store.client.log_artifact(self.id, str(path), folder)
+
+    def info(self):
+        """The run as the store holds it now (mlflow.entities.Run)."""
+        return retrying(self.store.client.get_run, self.id)
+
+    def set_status(self, status: str) -> None:
+        """RUNNING, or a final status: FINISHED, FAILED, KILLED (mlflow.entities.RunStatus names)."""
+        if status == "RUNNING":
+            retrying(self.store.client.update_run, self.id, status=status)
+        else:
+            retrying(self.store.client.set_terminated, self.id, status)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a/b": 1}; lists stay whole values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit() -> str:
+    """The commit of the grubench source tree, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    """Versions, host and process: what a reader needs to know where a number came from."""
+    import pytorch_lightning
+    import torch
+
+    cuda = torch.version.cuda or "none"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    commit = git_commit()
+    return {
+        "mlflow.source.name": "python -m grubench",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": commit,
+        "git_commit": commit,
+        "version/torch": torch.__version__,
+        "version/lightning": pytorch_lightning.__version__,
+        "version/cuda": cuda,
+        "version/cudnn": str(torch.backends.cudnn.version()) if torch.cuda.is_available() else "none",
+        "version/mlflow": mlflow.__version__,
+        "device": device,
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "pid_start": str(process_start(os.getpid())),
+    }
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux), so that a pid reused by a
+    later process is not taken for the run's; None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
