@@ -23,11 +23,14 @@ from grubench.models.cells import (
     TorchLSTMCell,
     TorchRNNCell,
 )
+from grubench.models.init import FusedLSTM
 from grubench.models.layers import Recurrent, copy_torch_weights
+from grubench.models.minimal import MinGRUCell, MinLSTMCell
 from grubench.models.sequence import OneHot, SequenceModel
 
 __all__ = [
     "Cell",
+    "FusedLSTM",
     "GRUCell",
     "JANETCell",
     "LSTMCell",
@@ -35,6 +38,8 @@ __all__ = [
     "LSTMNoForgetCell",
     "LSTMNoInputCell",
     "LSTMNoOutputCell",
+    "MinGRUCell",
+    "MinLSTMCell",
     "OneHot",
     "Recurrent",
     "SequenceModel",
