@@ -1,5 +1,6 @@
 """The cells follow their equations: loop twins equal torch's fused layers, the document's GRU
-equals a NumPy transcription, gate semantics (C6), the Keras conversion, the LSTM ablations."""
+equals a NumPy transcription, gate semantics (C6), the LSTM ablations and their forget-gate biases.
+The Keras conversion is tested in tests/test_convert.py, the minimal RNNs in tests/test_minimal.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from grubench.models import (
     TorchGRUCell,
     TorchLSTMCell,
     TorchRNNCell,
-    convert,
     copy_torch_weights,
     layers,
 )
@@ -206,43 +206,6 @@ def test_torch_convention_is_the_opposite_update_gate():
         cell.bias_ih[6:12] = float("inf")
     h = torch.randn(3, 6)
     assert torch.equal(cell(torch.randn(3, 4), h)[1], h)
-
-
-# ---------------------------------------------------------------------------------------------
-# Keras' GRU(reset_after=False) layout
-
-
-def numpy_keras_gru(x, kernel, recurrent_kernel, bias):
-    """Keras' GRU(reset_after=False) equations in float64 NumPy (z keeps the old state)."""
-    H = recurrent_kernel.shape[0]
-    K_z, K_r, K_h = np.split(kernel, 3, axis=1)
-    R_z, R_r, R_h = np.split(recurrent_kernel, 3, axis=1)
-    b_z, b_r, b_h = np.split(bias, 3)
-    h = np.zeros((x.shape[0], H))
-    for t in range(x.shape[1]):
-        z = sigmoid(x[:, t] @ K_z + h @ R_z + b_z)
-        r = sigmoid(x[:, t] @ K_r + h @ R_r + b_r)
-        candidate = np.tanh(x[:, t] @ K_h + (r * h) @ R_h + b_h)
-        h = z * h + (1 - z) * candidate
-    return h
-
-
-def test_document_gru_converts_to_keras_reset_after_false_and_back():
-    torch.manual_seed(0)
-    layer = Recurrent(GRUCell, 5, 7).double()
-    x = torch.randn(2, 9, 5, dtype=torch.float64)
-    kernel, recurrent_kernel, bias = convert.to_keras(layer.cells[0])
-    assert kernel.shape == (5, 21) and recurrent_kernel.shape == (7, 21) and bias.shape == (21,)
-    expected = numpy_keras_gru(x.numpy(), kernel, recurrent_kernel, bias)
-    np.testing.assert_allclose(layer(x)[1][0].detach().numpy(), expected, rtol=0, atol=1e-12)
-
-    # Keras weights loaded into a fresh cell give the same function and the same weights back
-    fresh = Recurrent(GRUCell, 5, 7).double()
-    convert.from_keras(fresh.cells[0], kernel, recurrent_kernel, bias)
-    for a, b in zip(fresh.parameters(), layer.parameters()):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="reset_after=False"):
-        convert.from_keras(fresh.cells[0], kernel, recurrent_kernel, np.zeros(42))
 
 
 # ---------------------------------------------------------------------------------------------
