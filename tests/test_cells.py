@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from grubench.models import (
+    FusedLSTM,
     GRUCell,
     JANETCell,
     LSTMCell,
@@ -372,3 +373,76 @@ def test_cells_run_under_autocast_with_finite_gradients(cell):
         out, _ = layer(torch.randn(2, 5, 3))
     out.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# the LSTM's forget-gate bias: torch's default, a number (Jozefowicz et al. 2015), chrono
+
+
+def blocks(bias, gates, H):
+    return dict(zip(gates, bias.detach().split(H)))
+
+
+def test_fused_lstm_forget_bias_one_sets_b_ih_and_zeroes_b_hh_and_leaves_the_rest_as_torch():
+    torch.manual_seed(0)
+    default = nn.LSTM(3, 5, num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    fb1 = FusedLSTM(3, 5, num_layers=2, bidirectional=True, forget_bias=1.0)
+    assert isinstance(fb1, nn.LSTM)
+    for name, p in fb1.named_parameters():
+        expected = getattr(default, name)
+        if name.startswith("weight"):
+            assert torch.equal(p, expected), name
+            continue
+        got, torch_init = blocks(p, "ifgo", 5), blocks(expected, "ifgo", 5)
+        assert torch.all(got["f"] == (1.0 if name.startswith("bias_ih") else 0.0)), name
+        for gate in "igo":
+            assert torch.equal(got[gate], torch_init[gate]), (name, gate)
+        assert not torch.all(torch_init["f"] == 0)  # torch's own forget bias is not already 0 or 1
+    # the forget gate's total bias, b_ih + b_hh, is exactly the value
+    assert torch.all(blocks(fb1.bias_ih_l1 + fb1.bias_hh_l1, "ifgo", 5)["f"] == 1.0)
+
+
+def test_fused_lstm_chrono_takes_the_sequence_length_and_sets_b_i_to_minus_b_f():
+    torch.manual_seed(0)
+    lstm = FusedLSTM(3, 200, forget_bias="chrono", seq_len=100)
+    b_ih, b_hh = blocks(lstm.bias_ih_l0, "ifgo", 200), blocks(lstm.bias_hh_l0, "ifgo", 200)
+    assert lstm.t_max == 100
+    assert torch.all(b_ih["f"] >= 0) and torch.all(b_ih["f"] <= np.log(99)) and b_ih["f"].max() > np.log(50)
+    assert torch.equal(b_ih["i"], -b_ih["f"])
+    assert torch.all(b_hh["f"] == 0) and torch.all(b_hh["i"] == 0) and not torch.all(b_hh["g"] == 0)
+    # log u, u ~ U[1, 99]: the mean of u is 50
+    assert abs(b_ih["f"].exp().mean().item() - 50) < 6
+    assert FusedLSTM(3, 4, forget_bias="chrono", t_max=7, seq_len=100).t_max == 7
+
+
+@pytest.mark.parametrize("cell, gates", [(LSTMCell, "ifgo"), (TorchLSTMCell, "ifgo"), (LSTMNoInputCell, "fgo"),
+                                         (LSTMNoOutputCell, "ifg")])
+def test_cell_lstms_take_the_same_forget_bias_options(cell, gates):
+    torch.manual_seed(0)
+    plain = Recurrent(cell, 3, 50, seq_len=40).cells[0]
+    torch.manual_seed(0)
+    fb1 = Recurrent(functools.partial(cell, forget_bias=1.0), 3, 50, seq_len=40).cells[0]
+    chrono = Recurrent(functools.partial(cell, forget_bias="chrono"), 3, 50, seq_len=40).cells[0]
+    main = "bias" if cell.biases == 1 else "bias_ih"
+    assert torch.all(blocks(getattr(fb1, main), gates, 50)["f"] == 1.0)
+    for gate in gates.replace("f", ""):
+        assert torch.equal(blocks(getattr(fb1, main), gates, 50)[gate], blocks(getattr(plain, main), gates, 50)[gate])
+    b = blocks(getattr(chrono, main), gates, 50)
+    assert chrono.t_max == 40 and torch.all(b["f"] >= 0) and torch.all(b["f"] <= np.log(39)) and b["f"].std() > 0.3
+    if "i" in gates:
+        assert torch.equal(b["i"], -b["f"])
+    if cell.biases == 2:
+        assert torch.all(blocks(fb1.bias_hh, gates, 50)["f"] == 0)
+        assert torch.all(blocks(chrono.bias_hh, gates, 50)["i"] == 0)
+
+
+def test_forget_bias_errors_name_the_choices():
+    with pytest.raises(ValueError, match="chrono initialisation needs t_max"):
+        LSTMCell(3, 4, forget_bias="chrono")
+    with pytest.raises(ValueError, match="forget_bias must be null .* or 'chrono', got 'one'"):
+        FusedLSTM(3, 4, forget_bias="one")
+    with pytest.raises(ValueError, match="forget_bias must be"):
+        TorchLSTMCell(3, 4, forget_bias=True)
+    with pytest.raises(ValueError, match="t_max must be at least 2"):
+        FusedLSTM(3, 4, forget_bias="chrono", t_max=1)
