@@ -266,7 +266,8 @@ class LSTMCell(ForgetGateCell):
         h_t  = o_t * tanh(c_t)
 
     Blocks i, f, g, o: weight_ih [4H, F], weight_hh [4H, H], bias [4H]; 4H(F + H) + 4H
-    parameters, as Keras' LSTM (42,240 for F = 100, H = 64). State (h, c).
+    parameters, as Keras' LSTM (42,240 for F = 100, H = 64). State (h, c). `forget_bias` and
+    `t_max` as `ForgetGateCell` (so also NIG, NOG and `TorchLSTMCell`).
     """
 
     blocks, biases, memory = 4, 1, True
