@@ -8,7 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from grubench.models import GRUCell, LSTMCell, Recurrent, TorchGRUCell, TorchLSTMCell, TorchRNNCell, convert
+from grubench.models import (
+    GRUCell,
+    JANETCell,
+    LSTMCell,
+    Recurrent,
+    TorchGRUCell,
+    TorchLSTMCell,
+    TorchRNNCell,
+    convert,
+)
 
 B, T, F, H = 2, 80, 100, 64   # the document's x [2, 80, 100], 64 units
 
@@ -34,7 +43,8 @@ def keras_lstm(x, kernel, recurrent_kernel, bias):
     outputs = []
     for t in range(x.shape[1]):
         a = x[:, t] @ kernel + h @ recurrent_kernel + bias
-        i, f, candidate, o = sigmoid(a[:, :n]), sigmoid(a[:, n:2 * n]), np.tanh(a[:, 2 * n:3 * n]), sigmoid(a[:, 3 * n:])
+        i, f, o = sigmoid(a[:, :n]), sigmoid(a[:, n:2 * n]), sigmoid(a[:, 3 * n:])
+        candidate = np.tanh(a[:, 2 * n:3 * n])
         c = f * c + i * candidate
         h = o * np.tanh(c)
         outputs.append(h)
@@ -159,7 +169,8 @@ def test_reset_before_and_after_the_matmul_are_refused_and_the_message_names_who
 
 
 def test_wrong_shapes_and_layers_are_one_line_errors():
-    with pytest.raises(ValueError, match=r"expected kernel \[100, 192\], recurrent_kernel \[64, 192\], bias \[2, 192\]"):
+    shapes = r"expected kernel \[100, 192\], recurrent_kernel \[64, 192\], bias \[2, 192\]"
+    with pytest.raises(ValueError, match=shapes):
         convert.from_keras(nn.GRU(F, H), keras_weights("GRU(reset_after=False)"))
     with pytest.raises(ValueError, match=r"expected kernel \[100, 256\]"):
         convert.from_keras(nn.LSTM(F, H), keras_weights("GRU(reset_after=True)"))
@@ -170,6 +181,4 @@ def test_wrong_shapes_and_layers_are_one_line_errors():
     with pytest.raises(ValueError, match="SimpleRNN uses tanh"):
         convert.to_keras(nn.RNN(F, H, nonlinearity="relu"))
     with pytest.raises(ValueError, match="no Keras layer for JANETCell"):
-        from grubench.models import JANETCell
-
         convert.to_keras(Recurrent(JANETCell, F, H, seq_len=10))

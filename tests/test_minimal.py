@@ -56,7 +56,8 @@ def test_step_follows_the_papers_equations(kind):
     x = torch.randn(3, 30, 5, dtype=torch.float64) * 2
     h0 = torch.randn(1, 3, 8, dtype=torch.float64)
     cell = loop.cells[0]
-    expected = numpy_minimal(kind, x.numpy(), cell.weight_ih.detach().numpy(), cell.bias.detach().numpy(), h0[0].numpy())
+    weight, bias = cell.weight_ih.detach().numpy(), cell.bias.detach().numpy()
+    expected = numpy_minimal(kind, x.numpy(), weight, bias, h0[0].numpy())
     for layer in (loop, scan):
         out, h_n = layer(x, h0)
         np.testing.assert_allclose(out.detach().numpy(), expected, rtol=0, atol=1e-12)
@@ -64,7 +65,8 @@ def test_step_follows_the_papers_equations(kind):
 
 
 @pytest.mark.parametrize("kind", CELLS)
-@pytest.mark.parametrize("dtype, tolerance, grad_tolerance", [(torch.float64, 1e-11, 1e-11), (torch.float32, 1e-5, 3e-5)])
+@pytest.mark.parametrize("dtype, tolerance, grad_tolerance", [(torch.float64, 1e-11, 1e-11),
+                                                              (torch.float32, 1e-5, 3e-5)])
 def test_scan_equals_loop_in_values_and_gradients(kind, dtype, tolerance, grad_tolerance):
     """float32 gradients summed over 40 steps and 4 sequences in another order differ by ~1e-5
     of their size; float64 shows that the two are the same function."""
@@ -114,7 +116,8 @@ def test_scan_stays_finite_where_the_gates_product_underflows(kind, dtype, toler
 
 def test_scan_log_is_the_linear_recurrence():
     torch.manual_seed(0)
-    a, b, h0 = torch.rand(2, 9, 3, dtype=torch.float64), torch.rand(2, 9, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    a, b = torch.rand(2, 9, 3, dtype=torch.float64), torch.rand(2, 9, 3, dtype=torch.float64)
+    h0 = torch.randn(2, 3, dtype=torch.float64)
     h, expected = h0, []
     for t in range(9):
         h = a[:, t] * h + b[:, t]
@@ -139,3 +142,27 @@ def test_parameters_and_flops_have_no_recurrent_matrices():
         assert counting.flops(s) == 2 * blocks * 64 * 100 + blocks * 64 + pointwise * 64
     assert counting.parameters(counting.structure(Recurrent(MinGRUCell, 100, 64))) == 12_928
     assert counting.parameters(counting.structure(Recurrent(MinLSTMCell, 100, 64))) == 19_392
+
+
+def test_compile_of_the_scan_falls_back_to_eager_with_one_logged_line(monkeypatch, caplog):
+    import logging
+
+    from grubench.models import layers
+
+    def failing_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("backend failed")
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    monkeypatch.setattr(layers, "compile_problem", lambda: None)
+    torch.manual_seed(0)
+    compiled = Recurrent(MinLSTMCell, 3, 4, compile=True)
+    eager = Recurrent(MinLSTMCell, 3, 4)
+    eager.load_state_dict(compiled.state_dict())
+    x = torch.randn(2, 6, 3)
+    with caplog.at_level(logging.WARNING, logger="grubench"):
+        assert torch.equal(compiled(x)[0], eager(x)[0])
+        compiled(x)
+    (record,) = [r for r in caplog.records if "backend failed" in r.getMessage()]
+    assert "the cell scan runs eagerly" in record.getMessage()

@@ -133,8 +133,10 @@ def from_keras(module: nn.Module, weights: list[np.ndarray], reset_after: bool =
         K_z, K_r, K_h = np.split(kernel, 3, axis=1)
         R_z, R_r, R_h = np.split(recurrent_kernel, 3, axis=1)
         b_z, b_r, b_h = np.split(bias, 3, axis=1)
-        values = {"weight_ih": np.concatenate([K_r.T, K_z.T, K_h.T]), "weight_hh": np.concatenate([R_r.T, R_z.T, R_h.T]),
-                  "bias_ih": np.concatenate([b_r[0], b_z[0], b_h[0]]), "bias_hh": np.concatenate([b_r[1], b_z[1], b_h[1]])}
+        values = {"weight_ih": np.concatenate([K_r.T, K_z.T, K_h.T]),
+                  "weight_hh": np.concatenate([R_r.T, R_z.T, R_h.T]),
+                  "bias_ih": np.concatenate([b_r[0], b_z[0], b_h[0]]),
+                  "bias_hh": np.concatenate([b_r[1], b_z[1], b_h[1]])}
     elif kind == "gru_doc":
         K_z, K_r, K_h = np.split(kernel, 3, axis=1)
         R_z, R_r, R_h = np.split(recurrent_kernel, 3, axis=1)
