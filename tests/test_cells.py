@@ -446,3 +446,5 @@ def test_forget_bias_errors_name_the_choices():
         TorchLSTMCell(3, 4, forget_bias=True)
     with pytest.raises(ValueError, match="t_max must be at least 2"):
         FusedLSTM(3, 4, forget_bias="chrono", t_max=1)
+    with pytest.raises(ValueError, match="needs the biases"):
+        FusedLSTM(3, 4, forget_bias=1.0, bias=False)

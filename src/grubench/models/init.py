@@ -83,6 +83,8 @@ class FusedLSTM(nn.LSTM):
                  seq_len: int | None = None, **kwargs):
         self.t_max = t_max if t_max is not None else seq_len
         self.forget_bias = check_forget_bias(forget_bias, self.t_max, "FusedLSTM")
+        if self.forget_bias is not None and not kwargs.get("bias", True):
+            raise ValueError("FusedLSTM: forget_bias needs the biases (bias=True)")
         super().__init__(*args, **kwargs)
 
     def reset_parameters(self) -> None:
@@ -94,8 +96,8 @@ class FusedLSTM(nn.LSTM):
             for suffix in ("", "_reverse")[: 2 if self.bidirectional else 1]:
                 b_ih = getattr(self, f"bias_ih_l{layer}{suffix}")
                 b_hh = getattr(self, f"bias_hh_l{layer}{suffix}")
-                set_gate_biases(b_ih[H:2 * H], b_ih[:H], self.forget_bias, self.t_max,
-                                zero=(b_hh[H:2 * H], b_hh[:H]) if self.forget_bias == "chrono" else (b_hh[H:2 * H],))
+                zero = (b_hh[H:2 * H], b_hh[:H]) if self.forget_bias == "chrono" else (b_hh[H:2 * H],)
+                set_gate_biases(b_ih[H:2 * H], b_ih[:H], self.forget_bias, self.t_max, zero)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_bias={self.forget_bias!r}"
