@@ -2,15 +2,17 @@
 
     python scripts/bench_cells.py                       # batch 64, length 100, hidden 128
     python scripts/bench_cells.py --rounds 15 --no-compile --threads 1
+    python scripts/bench_cells.py --models gru,lstm,mingru,minlstm --loop --no-compile --threads 1
 
 Each model is built from its packaged config (`+model=NAME`) for a regression task with 2 input
 features (the adding task's; `--input` changes it), so it is the network a run trains. One training step is forward + MSE loss + backward + Adam update on one
 random batch. The models take turns: every round times `--steps` steps of each model, in a new
 order each round, so that load from other processes falls on all of them alike. Per model it
 prints the median step time over all rounds; per cell-loop model, the median over rounds of its
-time divided by its fused twin's time in the same round (gru_doc, gru_loop -> gru; janet,
-lstm_loop -> lstm). With compile, the `+compile` rows run the cell step through torch.compile
-(compilation happens in an untimed warm-up).
+time divided by its fused twin's time in the same round (gru_doc, gru_loop, mingru -> gru; janet,
+lstm_loop, minlstm -> lstm). With compile, the `+compile` rows run the cell step through torch.compile
+(compilation happens in an untimed warm-up). With --loop, the `+loop` rows run the minimal RNNs
+(mingru, minlstm) step by step instead of by their parallel scan (`model.recurrent.parallel=false`).
 """
 
 from __future__ import annotations
@@ -30,13 +32,19 @@ from grubench.spec import TaskSpec
 from grubench.models import counting
 from grubench.models.layers import compile_problem
 
-TWINS = {"gru": "gru", "gru_loop": "gru", "gru_doc": "gru", "lstm": "lstm", "lstm_loop": "lstm", "janet": "lstm"}
+TWINS = {"gru": "gru", "gru_loop": "gru", "gru_doc": "gru", "lstm": "lstm", "lstm_loop": "lstm", "janet": "lstm",
+         "mingru": "gru", "minlstm": "lstm", "lstm_fb1": "lstm"}
 
 
-def build(name: str, hidden: int, seq_len: int, features: int, compiled: bool) -> torch.nn.Module:
+PARALLEL = ("mingru", "minlstm")   # configs with model.recurrent.parallel
+
+
+def build(name: str, hidden: int, seq_len: int, features: int, compiled: bool, loop: bool = False) -> torch.nn.Module:
     overrides = [f"+model={name}", f"model.hidden_size={hidden}"]
     if compiled:
         overrides.append("model.recurrent.compile=true")
+    if loop:
+        overrides.append("model.recurrent.parallel=false")
     with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     task = TaskSpec(name="adding", input_kind="real", input_size=features, output="regression", num_outputs=1,
@@ -54,6 +62,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model and round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
+    parser.add_argument("--loop", action="store_true", help="add step-by-step rows for mingru and minlstm")
     parser.add_argument("--models", default="gru,gru_loop,gru_doc,lstm,lstm_loop,janet")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -64,20 +73,22 @@ def main() -> None:
     torch.manual_seed(0)
 
     names = args.models.split(",")
-    rows = [(name, False) for name in names]
+    rows = [(name, False, False) for name in names]
+    if args.loop:
+        rows += [(name, False, True) for name in names if name in PARALLEL]
     if not args.no_compile:
         problem = compile_problem()
         if problem:
             print(f"torch.compile unavailable here ({problem}): compile rows left out")
         else:
-            rows += [(name, True) for name in names if name not in ("gru", "lstm")]
+            rows += [(name, True, False) for name in names if name not in ("gru", "lstm")]
 
     x = torch.rand(args.batch, args.length, args.input, device=device)
     y = torch.rand(args.batch, device=device)
     models, optimizers = {}, {}
-    for name, compiled in rows:
-        key = name + ("+compile" if compiled else "")
-        models[key] = build(name, args.hidden, args.length, args.input, compiled).to(device)
+    for name, compiled, loop in rows:
+        key = name + ("+compile" if compiled else "") + ("+loop" if loop else "")
+        models[key] = build(name, args.hidden, args.length, args.input, compiled, loop).to(device)
         optimizers[key] = torch.optim.Adam(models[key].parameters(), lr=1e-3)
 
     def sync():

@@ -5,7 +5,8 @@
 The document (CLAIMS.md) unrolls a GRUCell by hand over x [2, 80, 100] with 64 units, and stacks
 two GRU layers, the first returning sequences, to map x to [2, 64]. This script does both with
 the document's own cell (`grubench.models.GRUCell`), checks that the unrolled cell equals the
-layer, and prints each layer's parameter count beside the Keras numbers quoted in CLAIMS.md.
+layer, prints each layer's parameter count beside the Keras numbers quoted in CLAIMS.md, and
+takes weights to Keras' layout and back (`grubench.models.convert`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from grubench.models import GRUCell, LSTMCell, Recurrent, counting
+from grubench.models import GRUCell, LSTMCell, Recurrent, convert, counting
 
 torch.manual_seed(0)
 x = torch.randn(2, 80, 100)
@@ -70,3 +71,26 @@ for name, ours, keras_name, keras, reason in rows:
 assert params(first) == 31_680 and params(nn.GRU(100, 64)) == 31_872
 assert params(nn.LSTM(100, 64)) == 42_496 and params(nn.RNN(100, 64)) == 10_624
 assert counting.parameters(counting.structure(first)) == params(first)
+
+# -- Keras weights out and back in: `layer.get_weights()` order, [kernel, recurrent_kernel, bias] --
+print("\nKeras layout (what layer.get_weights() gives and layer.set_weights() takes):")
+for name, module, reset_after, keras_name in [
+    ("GRUCell (the document's)", first, False, "GRU(reset_after=False)"),
+    ("torch nn.GRU", nn.GRU(100, 64, batch_first=True), True, "GRU() (reset_after=True)"),
+    ("torch nn.LSTM", nn.LSTM(100, 64, batch_first=True), True, "LSTM()"),
+    ("torch nn.RNN", nn.RNN(100, 64, batch_first=True), True, "SimpleRNN()"),
+]:
+    weights = convert.to_keras(module, reset_after=reset_after)
+    fresh = convert.from_keras(type(module)(100, 64, batch_first=True) if isinstance(module, nn.RNNBase)
+                               else Recurrent(GRUCell, 100, 64), weights, reset_after=reset_after)
+    with torch.no_grad():
+        trip = (fresh(x)[0] - module(x)[0]).abs().max().item()
+    shapes = ", ".join(str(list(w.shape)) for w in weights)
+    print(f"  {name:26} -> Keras {keras_name:24} {shapes:30} {sum(w.size for w in weights):>7,} weights; "
+          f"back: largest difference {trip:.1e}")
+    assert trip < 1e-6
+try:
+    convert.from_keras(nn.GRU(100, 64, batch_first=True), convert.to_keras(first, reset_after=False),
+                       reset_after=False)
+except ValueError as refused:
+    print(f"  Keras GRU(reset_after=False) into torch's nn.GRU is refused: {refused}")

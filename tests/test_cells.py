@@ -1,5 +1,6 @@
 """The cells follow their equations: loop twins equal torch's fused layers, the document's GRU
-equals a NumPy transcription, gate semantics (C6), the Keras conversion, the LSTM ablations."""
+equals a NumPy transcription, gate semantics (C6), the LSTM ablations and their forget-gate biases.
+The Keras conversion is tested in tests/test_convert.py, the minimal RNNs in tests/test_minimal.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from grubench.models import (
+    FusedLSTM,
     GRUCell,
     JANETCell,
     LSTMCell,
@@ -23,7 +25,6 @@ from grubench.models import (
     TorchGRUCell,
     TorchLSTMCell,
     TorchRNNCell,
-    convert,
     copy_torch_weights,
     layers,
 )
@@ -209,43 +210,6 @@ def test_torch_convention_is_the_opposite_update_gate():
 
 
 # ---------------------------------------------------------------------------------------------
-# Keras' GRU(reset_after=False) layout
-
-
-def numpy_keras_gru(x, kernel, recurrent_kernel, bias):
-    """Keras' GRU(reset_after=False) equations in float64 NumPy (z keeps the old state)."""
-    H = recurrent_kernel.shape[0]
-    K_z, K_r, K_h = np.split(kernel, 3, axis=1)
-    R_z, R_r, R_h = np.split(recurrent_kernel, 3, axis=1)
-    b_z, b_r, b_h = np.split(bias, 3)
-    h = np.zeros((x.shape[0], H))
-    for t in range(x.shape[1]):
-        z = sigmoid(x[:, t] @ K_z + h @ R_z + b_z)
-        r = sigmoid(x[:, t] @ K_r + h @ R_r + b_r)
-        candidate = np.tanh(x[:, t] @ K_h + (r * h) @ R_h + b_h)
-        h = z * h + (1 - z) * candidate
-    return h
-
-
-def test_document_gru_converts_to_keras_reset_after_false_and_back():
-    torch.manual_seed(0)
-    layer = Recurrent(GRUCell, 5, 7).double()
-    x = torch.randn(2, 9, 5, dtype=torch.float64)
-    kernel, recurrent_kernel, bias = convert.to_keras(layer.cells[0])
-    assert kernel.shape == (5, 21) and recurrent_kernel.shape == (7, 21) and bias.shape == (21,)
-    expected = numpy_keras_gru(x.numpy(), kernel, recurrent_kernel, bias)
-    np.testing.assert_allclose(layer(x)[1][0].detach().numpy(), expected, rtol=0, atol=1e-12)
-
-    # Keras weights loaded into a fresh cell give the same function and the same weights back
-    fresh = Recurrent(GRUCell, 5, 7).double()
-    convert.from_keras(fresh.cells[0], kernel, recurrent_kernel, bias)
-    for a, b in zip(fresh.parameters(), layer.parameters()):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="reset_after=False"):
-        convert.from_keras(fresh.cells[0], kernel, recurrent_kernel, np.zeros(42))
-
-
-# ---------------------------------------------------------------------------------------------
 # JANET
 
 
@@ -409,3 +373,78 @@ def test_cells_run_under_autocast_with_finite_gradients(cell):
         out, _ = layer(torch.randn(2, 5, 3))
     out.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# the LSTM's forget-gate bias: torch's default, a number (Jozefowicz et al. 2015), chrono
+
+
+def blocks(bias, gates, H):
+    return dict(zip(gates, bias.detach().split(H)))
+
+
+def test_fused_lstm_forget_bias_one_sets_b_ih_and_zeroes_b_hh_and_leaves_the_rest_as_torch():
+    torch.manual_seed(0)
+    default = nn.LSTM(3, 5, num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    fb1 = FusedLSTM(3, 5, num_layers=2, bidirectional=True, forget_bias=1.0)
+    assert isinstance(fb1, nn.LSTM)
+    for name, p in fb1.named_parameters():
+        expected = getattr(default, name)
+        if name.startswith("weight"):
+            assert torch.equal(p, expected), name
+            continue
+        got, torch_init = blocks(p, "ifgo", 5), blocks(expected, "ifgo", 5)
+        assert torch.all(got["f"] == (1.0 if name.startswith("bias_ih") else 0.0)), name
+        for gate in "igo":
+            assert torch.equal(got[gate], torch_init[gate]), (name, gate)
+        assert not torch.all(torch_init["f"] == 0)  # torch's own forget bias is not already 0 or 1
+    # the forget gate's total bias, b_ih + b_hh, is exactly the value
+    assert torch.all(blocks(fb1.bias_ih_l1 + fb1.bias_hh_l1, "ifgo", 5)["f"] == 1.0)
+
+
+def test_fused_lstm_chrono_takes_the_sequence_length_and_sets_b_i_to_minus_b_f():
+    torch.manual_seed(0)
+    lstm = FusedLSTM(3, 200, forget_bias="chrono", seq_len=100)
+    b_ih, b_hh = blocks(lstm.bias_ih_l0, "ifgo", 200), blocks(lstm.bias_hh_l0, "ifgo", 200)
+    assert lstm.t_max == 100
+    assert torch.all(b_ih["f"] >= 0) and torch.all(b_ih["f"] <= np.log(99)) and b_ih["f"].max() > np.log(50)
+    assert torch.equal(b_ih["i"], -b_ih["f"])
+    assert torch.all(b_hh["f"] == 0) and torch.all(b_hh["i"] == 0) and not torch.all(b_hh["g"] == 0)
+    # log u, u ~ U[1, 99]: the mean of u is 50
+    assert abs(b_ih["f"].exp().mean().item() - 50) < 6
+    assert FusedLSTM(3, 4, forget_bias="chrono", t_max=7, seq_len=100).t_max == 7
+
+
+@pytest.mark.parametrize("cell, gates", [(LSTMCell, "ifgo"), (TorchLSTMCell, "ifgo"), (LSTMNoInputCell, "fgo"),
+                                         (LSTMNoOutputCell, "ifg")])
+def test_cell_lstms_take_the_same_forget_bias_options(cell, gates):
+    torch.manual_seed(0)
+    plain = Recurrent(cell, 3, 50, seq_len=40).cells[0]
+    torch.manual_seed(0)
+    fb1 = Recurrent(functools.partial(cell, forget_bias=1.0), 3, 50, seq_len=40).cells[0]
+    chrono = Recurrent(functools.partial(cell, forget_bias="chrono"), 3, 50, seq_len=40).cells[0]
+    main = "bias" if cell.biases == 1 else "bias_ih"
+    assert torch.all(blocks(getattr(fb1, main), gates, 50)["f"] == 1.0)
+    for gate in gates.replace("f", ""):
+        assert torch.equal(blocks(getattr(fb1, main), gates, 50)[gate], blocks(getattr(plain, main), gates, 50)[gate])
+    b = blocks(getattr(chrono, main), gates, 50)
+    assert chrono.t_max == 40 and torch.all(b["f"] >= 0) and torch.all(b["f"] <= np.log(39)) and b["f"].std() > 0.3
+    if "i" in gates:
+        assert torch.equal(b["i"], -b["f"])
+    if cell.biases == 2:
+        assert torch.all(blocks(fb1.bias_hh, gates, 50)["f"] == 0)
+        assert torch.all(blocks(chrono.bias_hh, gates, 50)["i"] == 0)
+
+
+def test_forget_bias_errors_name_the_choices():
+    with pytest.raises(ValueError, match="chrono initialisation needs t_max"):
+        LSTMCell(3, 4, forget_bias="chrono")
+    with pytest.raises(ValueError, match="forget_bias must be null .* or 'chrono', got 'one'"):
+        FusedLSTM(3, 4, forget_bias="one")
+    with pytest.raises(ValueError, match="forget_bias must be"):
+        TorchLSTMCell(3, 4, forget_bias=True)
+    with pytest.raises(ValueError, match="t_max must be at least 2"):
+        FusedLSTM(3, 4, forget_bias="chrono", t_max=1)
+    with pytest.raises(ValueError, match="needs the biases"):
+        FusedLSTM(3, 4, forget_bias=1.0, bias=False)

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from grubench.spec import TaskSpec
 from grubench.models import (
+    FusedLSTM,
     GRUCell,
     JANETCell,
     LSTMCell,
@@ -19,6 +20,8 @@ from grubench.models import (
     LSTMNoForgetCell,
     LSTMNoInputCell,
     LSTMNoOutputCell,
+    MinGRUCell,
+    MinLSTMCell,
     Recurrent,
     SequenceModel,
     TorchGRUCell,
@@ -28,8 +31,10 @@ from grubench.models import (
 )
 
 CELLS = [GRUCell, functools.partial(JANETCell, t_max=50), LSTMCell, LSTMNoForgetCell, LSTMNoInputCell,
-         LSTMNoOutputCell, LSTMCoupledCell, TorchRNNCell, TorchGRUCell, TorchLSTMCell]
-FUSED = [nn.RNN, nn.GRU, nn.LSTM, functools.partial(nn.RNN, nonlinearity="relu")]
+         LSTMNoOutputCell, LSTMCoupledCell, TorchRNNCell, TorchGRUCell, TorchLSTMCell, MinGRUCell, MinLSTMCell,
+         functools.partial(LSTMCell, forget_bias=1.0)]
+FUSED = [nn.RNN, nn.GRU, nn.LSTM, functools.partial(nn.RNN, nonlinearity="relu"),
+         functools.partial(FusedLSTM, forget_bias=1.0)]
 SHAPES = [(1, False), (3, False), (1, True), (2, True)]  # (num_layers, bidirectional)
 
 
@@ -109,7 +114,8 @@ def test_flops_per_step_closed_form_for_one_gru_layer():
 def test_every_cell_class_declares_its_structure():
     for factory in CELLS:
         cell = factory(4, 5)
-        assert cell.blocks * 5 == cell.weight_ih.shape[0] == cell.weight_hh.shape[0]
+        assert cell.blocks * 5 == cell.weight_ih.shape[0]
+        assert cell.blocks * 5 == cell.weight_hh.shape[0] if cell.recurrent else not hasattr(cell, "weight_hh")
         assert cell.biases == sum(1 for n, _ in cell.named_parameters() if n.startswith("bias"))
         assert cell.pointwise > 0
 

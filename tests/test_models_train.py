@@ -1,11 +1,12 @@
-"""Every cell-loop model config trains end to end with the real command line, in one sweep."""
+"""Every cell-loop model config (and the minimal RNNs' parallel scan) trains end to end with the
+real command line, in one sweep."""
 
 from grubench.config import build
 from grubench.models import counting
 from tests.conftest import compose_config, run_cli, runs
 
 NEW_MODELS = ["gru_doc", "janet", "lstm_nfg", "lstm_nig", "lstm_nog", "lstm_cifg", "lstm_eq",
-              "rnn_loop", "gru_loop", "lstm_loop"]
+              "rnn_loop", "gru_loop", "lstm_loop", "mingru", "minlstm"]
 
 
 def test_every_cell_loop_model_trains_on_adding_in_one_multirun(tmp_path):

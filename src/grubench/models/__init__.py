@@ -5,6 +5,10 @@ equations, and `Recurrent`, the layer that runs any cell over time like torch.nn
     layer = Recurrent(GRUCell, input_size=100, hidden_size=64)   # the document's GRU
     out, h_n = layer(x)                                          # [B, T, 64], [1, B, 64]
 
+`MinGRUCell` and `MinLSTMCell` (Feng et al. 2024) run in `Recurrent` as a parallel scan over
+time; `FusedLSTM` is torch's nn.LSTM with a forget-gate bias option (`grubench.models.init`);
+`convert` takes weights to and from Keras' SimpleRNN, LSTM and GRU.
+
 Every name below is a plain class or function; none needs Hydra. docs/models.md lists the
 configs, their equations and parameter formulas.
 """
@@ -23,11 +27,14 @@ from grubench.models.cells import (
     TorchLSTMCell,
     TorchRNNCell,
 )
+from grubench.models.init import FusedLSTM
 from grubench.models.layers import Recurrent, copy_torch_weights
+from grubench.models.minimal import MinGRUCell, MinLSTMCell
 from grubench.models.sequence import OneHot, SequenceModel
 
 __all__ = [
     "Cell",
+    "FusedLSTM",
     "GRUCell",
     "JANETCell",
     "LSTMCell",
@@ -35,6 +42,8 @@ __all__ = [
     "LSTMNoForgetCell",
     "LSTMNoInputCell",
     "LSTMNoOutputCell",
+    "MinGRUCell",
+    "MinLSTMCell",
     "OneHot",
     "Recurrent",
     "SequenceModel",

@@ -20,13 +20,17 @@ Shapes, for input size F, hidden size H and G gate blocks (the class attribute `
     bias      [G*H]       one bias per gate (cells written from equations), or
     bias_ih, bias_hh      two biases per gate (the twins of torch's fused layers, which keep both)
 
-so a cell has G*H*(F + H) + biases*G*H parameters (`biases` is 1 or 2). The class attribute
+so a cell has G*H*(F + H) + biases*G*H parameters (`biases` is 1 or 2). Cells whose gates read
+the input only (`recurrent = False`, the minimal RNNs of `grubench.models.minimal`) have no
+weight_hh and G*H*F + biases*G*H parameters. The class attribute
 `pointwise` is the number of elementwise operations per unit and step in the equations besides
 the bias adds (each add, multiply or nonlinearity counts 1, the x-term + h-term sums included);
 `grubench.models.counting` turns these into parameter counts and FLOPs.
 
 Initialisation follows torch's fused layers, U(-1/sqrt(H), 1/sqrt(H)) for every weight and
-bias, except where a cell says otherwise (JANET's chrono forget bias).
+bias, except where a cell says otherwise (JANET's chrono forget bias). The LSTM cells with a
+forget gate take `forget_bias` (None, a number, or "chrono") and `t_max`, as
+`grubench.models.init` describes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import math
 import torch
 from torch import nn
 
+from grubench.models.init import check_forget_bias, set_gate_biases
 from grubench.spec import require_positive
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -59,6 +64,7 @@ class Cell(nn.Module):
     biases: int = 1         # bias vectors of G*H: 1 (bias) or 2 (bias_ih and bias_hh)
     pointwise: int = 0      # elementwise operations per unit and step (see the module docstring)
     memory: bool = False    # True: the state is (h, c); False: the state is h
+    recurrent: bool = True  # False: no weight_hh, the gates read the input only
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
@@ -67,7 +73,8 @@ class Cell(nn.Module):
         self.hidden_size = hidden_size
         G, H = self.blocks, hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G * H, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(G * H, H))
+        if self.recurrent:
+            self.weight_hh = nn.Parameter(torch.empty(G * H, H))
         if self.biases == 1:
             self.bias = nn.Parameter(torch.empty(G * H))
         else:
@@ -207,7 +214,48 @@ class JANETCell(Cell):
 # LSTM and its gate ablations (Greff et al. 2017), one bias per gate, no peepholes
 
 
-class LSTMCell(Cell):
+class ForgetGateCell(Cell):
+    """Base of the LSTM cells with a forget gate: the forget-bias option of `grubench.models.init`.
+
+    Args:
+        forget_bias: None (U(-1/sqrt(H), 1/sqrt(H)) like every weight), a number b (b_f = b;
+            1.0 is Jozefowicz et al. 2015), or "chrono" (b_f = log U[1, t_max - 1], and b_i = -b_f
+            where the cell has an input gate; Tallec & Ollivier 2018).
+        t_max: the longest dependency for chrono; `Recurrent` passes the task's sequence length.
+
+    A cell with two biases per gate (`TorchLSTMCell`) sets bias_ih and zeroes bias_hh's block.
+    """
+
+    gates: str = ""         # the gate of each block, in order, e.g. "ifgo"
+
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float | str | None = None,
+                 t_max: int | None = None):
+        self.t_max = t_max
+        self.forget_bias = check_forget_bias(forget_bias, t_max, type(self).__name__)
+        super().__init__(input_size, hidden_size)
+
+    def gate_block(self, bias: torch.Tensor, gate: str) -> torch.Tensor | None:
+        """The H entries of `bias` that belong to `gate` ("i", "f", ...), None if there is no such gate."""
+        if gate not in self.gates:
+            return None
+        k, H = self.gates.index(gate), self.hidden_size
+        return bias[k * H:(k + 1) * H]
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        main = self.bias if self.biases == 1 else self.bias_ih
+        zero = ()
+        if self.biases == 2:
+            gates = ("f", "i") if self.forget_bias == "chrono" else ("f",)
+            zero = tuple(b for b in (self.gate_block(self.bias_hh, g) for g in gates) if b is not None)
+        set_gate_biases(self.gate_block(main, "f"), self.gate_block(main, "i"), self.forget_bias, self.t_max, zero)
+
+    def extra_repr(self) -> str:
+        extra = "" if self.forget_bias is None else f", forget_bias={self.forget_bias!r}"
+        return super().extra_repr() + extra
+
+
+class LSTMCell(ForgetGateCell):
     """LSTM from its equations, the reference for the ablations below.
 
         i_t  = sigmoid(W_i x_t + U_i h_{t-1} + b_i)      input gate
@@ -218,10 +266,12 @@ class LSTMCell(Cell):
         h_t  = o_t * tanh(c_t)
 
     Blocks i, f, g, o: weight_ih [4H, F], weight_hh [4H, H], bias [4H]; 4H(F + H) + 4H
-    parameters, as Keras' LSTM (42,240 for F = 100, H = 64). State (h, c).
+    parameters, as Keras' LSTM (42,240 for F = 100, H = 64). State (h, c). `forget_bias` and
+    `t_max` as `ForgetGateCell` (so also NIG, NOG and `TorchLSTMCell`).
     """
 
     blocks, biases, memory = 4, 1, True
+    gates = "ifgo"
     pointwise = 4 + 9       # x + h sums; 3 sigmoid, tanh g, c update (3), tanh c, o *
 
     def step(self, xp, state, U):
@@ -251,7 +301,7 @@ class LSTMNoForgetCell(Cell):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class LSTMNoInputCell(Cell):
+class LSTMNoInputCell(ForgetGateCell):
     """LSTM without an input gate (i_t = 1, Greff et al.'s NIG):
 
         f_t = sigmoid(W_f x_t + U_f h_{t-1} + b_f)     g_t = tanh(W_g x_t + U_g h_{t-1} + b_g)
@@ -262,6 +312,7 @@ class LSTMNoInputCell(Cell):
     """
 
     blocks, biases, memory = 3, 1, True
+    gates = "fgo"
     pointwise = 3 + 7       # x + h sums; 2 sigmoid, tanh g, c update (2), tanh c, o *
 
     def step(self, xp, state, U):
@@ -271,7 +322,7 @@ class LSTMNoInputCell(Cell):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class LSTMNoOutputCell(Cell):
+class LSTMNoOutputCell(ForgetGateCell):
     """LSTM without an output gate (o_t = 1, Greff et al.'s NOG):
 
         i_t = sigmoid(W_i x_t + U_i h_{t-1} + b_i)     f_t = sigmoid(W_f x_t + U_f h_{t-1} + b_f)
@@ -282,6 +333,7 @@ class LSTMNoOutputCell(Cell):
     """
 
     blocks, biases, memory = 3, 1, True
+    gates = "ifg"
     pointwise = 3 + 7       # x + h sums; 2 sigmoid, tanh g, c update (3), tanh c
 
     def step(self, xp, state, U):
@@ -365,7 +417,7 @@ class TorchGRUCell(Cell):
         return (1 - z) * n + z * h
 
 
-class TorchLSTMCell(Cell):
+class TorchLSTMCell(ForgetGateCell):
     """torch.nn.LSTM's step:
 
         i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)
@@ -380,6 +432,7 @@ class TorchLSTMCell(Cell):
     """
 
     blocks, biases, memory = 4, 2, True
+    gates = "ifgo"
     pointwise = 4 + 9       # x + h sums; 3 sigmoid, tanh g, c update (3), tanh c, o *
 
     def project(self, x):

@@ -5,6 +5,8 @@
         xp = cell.project(x_l)              every step's input terms in one matmul [B, T, G*H]
         for t in time (reversed for d = 1):
             state = cell.step(xp[:, t], state)
+        or, for a cell with a parallel form (`scan`, the minimal RNNs) when `parallel` is true:
+            outputs, state = cell.scan(xp, state)       the whole sequence at once
         x_{l+1} = concat over d of the outputs h_t   [B, T, D*H], then dropout if l < L-1
       -> (out [B, T, D*H], final state)
 
@@ -57,13 +59,15 @@ class Recurrent(nn.Module):
         batch_first: True: x is [B, T, F] and out [B, T, D*H]; False: time first.
         seq_len: the task's sequence length, given to cells that take `t_max` (JANET's chrono
             initialisation) unless the cell factory already fixes it.
-        compile: run each cell's step through torch.compile; where compilation fails (no
-            compiler, unsupported platform) one line is logged and the step runs eagerly.
+        compile: run each cell's step (or scan) through torch.compile; where compilation fails
+            (no compiler, unsupported platform) one line is logged and it runs eagerly.
+        parallel: for cells that have a parallel form over time (a `scan` method, the minimal
+            RNNs of `grubench.models.minimal`), run it instead of the step loop; other cells loop.
     """
 
     def __init__(self, cell: Callable[..., Cell], input_size: int, hidden_size: int, num_layers: int = 1,
                  dropout: float = 0.0, bidirectional: bool = False, batch_first: bool = True,
-                 seq_len: int | None = None, compile: bool = False):
+                 seq_len: int | None = None, compile: bool = False, parallel: bool = True):
         super().__init__()
         require_positive(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         if not 0.0 <= dropout < 1.0:
@@ -86,13 +90,14 @@ class Recurrent(nn.Module):
             raise ValueError(f"cell must build a grubench.models.cells.Cell, got {type(self.cells[0]).__name__}")
         self.dropout = nn.Dropout(dropout)
         self.compile = compile
+        self.parallel = parallel and hasattr(self.cells[0], "scan")
         self._compiled: list[Callable] | None = None
         if compile:
             problem = compile_problem()
             if problem:
                 log.warning("torch.compile unavailable (%s); the cell step runs eagerly", problem)
             else:
-                self._compiled = [_compiled_step(c) for c in self.cells]
+                self._compiled = [_compiled_step(c, "scan" if self.parallel else "step") for c in self.cells]
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """x [B, T, F] (batch_first) -> (out [B, T, D*H], final state [L*D, B, H] or a pair of them).
@@ -107,9 +112,15 @@ class Recurrent(nn.Module):
             for direction in range(self.directions):
                 index = layer * self.directions + direction
                 cell = self.cells[index]
-                start = cell.initial_state(x) if state is None else _pick(state, index)
-                step = self._compiled[index] if self._compiled else cell.step
-                out, final = self._run(cell, step, x, start, reverse=direction == 1)
+                reverse = direction == 1
+                if self.parallel:
+                    scan = self._compiled[index] if self._compiled else cell.scan
+                    start = None if state is None else _pick(state, index)
+                    out, final = self._scan(cell, scan, x, start, reverse)
+                else:
+                    start = cell.initial_state(x) if state is None else _pick(state, index)
+                    step = self._compiled[index] if self._compiled else cell.step
+                    out, final = self._run(cell, step, x, start, reverse)
                 outputs.append(out)
                 finals.append(final)
             x = outputs[0] if self.directions == 1 else torch.cat(outputs, dim=-1)
@@ -136,9 +147,19 @@ class Recurrent(nn.Module):
             outputs.reverse()
         return torch.stack(outputs, dim=1), state
 
+    @staticmethod
+    def _scan(cell: Cell, scan: Callable, x: torch.Tensor, state: torch.Tensor | None,
+              reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer, one direction, all steps at once: x [B, T, F] -> (outputs [B, T, H], h_T)."""
+        projected = cell.project(x)
+        if reverse:
+            projected = projected.flip(1)
+        outputs, state = scan(projected, state)
+        return (outputs.flip(1) if reverse else outputs), state
+
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, compile={self.compile}")
+                f"bidirectional={self.bidirectional}, compile={self.compile}, parallel={self.parallel}")
 
 
 @functools.cache
@@ -152,21 +173,23 @@ def compile_problem() -> str | None:
     return None
 
 
-def _compiled_step(cell: Cell) -> Callable:
-    """cell.step through torch.compile; if that fails at the first call, one line and eager steps."""
-    compiled = torch.compile(cell.step)
+def _compiled_step(cell: Cell, method: str = "step") -> Callable:
+    """cell.step (or another method, "scan") through torch.compile; if that fails at the first
+    call, one line and eager calls."""
+    eager = getattr(cell, method)
+    compiled = torch.compile(eager)
     chosen: list[Callable] = []
 
-    def step(xp, state, *weights):
+    def step(*args):
         if not chosen:
             try:
-                out = compiled(xp, state, *weights)
+                out = compiled(*args)
                 chosen.append(compiled)
                 return out
             except Exception as error:  # noqa: BLE001
-                log.warning("torch.compile failed (%s); the cell step runs eagerly", _first_line(error))
-                chosen.append(cell.step)
-        return chosen[0](xp, state, *weights)
+                log.warning("torch.compile failed (%s); the cell %s runs eagerly", _first_line(error), method)
+                chosen.append(eager)
+        return chosen[0](*args)
 
     return step
 
