@@ -47,6 +47,15 @@ def process_alive(pid: int, started: int | None) -> bool:
     return started is None or tracking.process_start(pid) in (None, started)
 
 
+def owner_alive(tags: dict) -> bool:
+    """Whether the process that owns a run (its tags host, pid, pid_start) may still run: True
+    for another host's run or one without a pid, which this host cannot judge."""
+    if tags.get("host") != socket.gethostname() or not tags.get("pid", "").isdigit():
+        return True
+    started = int(tags["pid_start"]) if tags.get("pid_start", "").isdigit() else None
+    return process_alive(int(tags["pid"]), started)
+
+
 def dead_runs(client, experiment_ids: list[str], host: str) -> tuple[list[Change], list[str]]:
     """(changes to make, ids of RUNNING runs on other hosts)."""
     changes, elsewhere = [], []
@@ -57,10 +66,7 @@ def dead_runs(client, experiment_ids: list[str], host: str) -> tuple[list[Change
         if tags.get("host") != host:
             elsewhere.append(f"{run.info.run_id} ({tags.get('host', 'no host tag')})")
             continue
-        if "pid" not in tags:
-            continue
-        started = int(tags["pid_start"]) if tags.get("pid_start", "").isdigit() else None
-        if process_alive(int(tags["pid"]), started):
+        if owner_alive(tags):
             continue
         signalled = tags.get("error", "").startswith("interrupted")
         reason = tags["error"] if signalled else f"process {tags['pid']} on {host} ended without closing the run"

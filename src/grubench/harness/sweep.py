@@ -16,25 +16,32 @@ checks: a refused search changes no run.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from grubench.errors import ConfigError, GrubenchError
-from grubench.harness import devices, tracking
-from grubench.harness.runs import tracked_run
+from grubench.errors import GrubenchError
+
+if TYPE_CHECKING:
+    from grubench.harness.tracking import Run, Store
+
+# Hydra builds the MultirunParent callback for every command, a refused one too: MLflow and
+# Lightning (tracking, runs, devices, reap) load inside the methods that use them, so that a
+# config error answers before they do.
 
 PARENT_ID_FILE = "mlflow_parent_run_id"
 FAILED_FILE = "FAILED"
 BEST_FILE = "best_trial.yaml"
 SEARCH_SWEEPER = "hydra_plugins.grubench_optuna_sweeper."
 
-# The open parent run of this process's sweep: closed by on_multirun_end, or by close_parent.
-_parent = ExitStack()
+# This process's open sweep parent: (the stack that holds its tracked_run, the run), until
+# on_multirun_end or the entry point calls close_parent.
+_parent: tuple[ExitStack, Run] | None = None
 
 
 def multirun() -> bool:
@@ -71,17 +78,50 @@ class JobsFailed(GrubenchError):
 
 
 def close_parent(failure: BaseException | None) -> None:
-    """Close this process's open parent run (if any) as `failure` ended the command."""
+    """Close this process's open parent run (if any) as `failure` ended the command; then close
+    its children that a parallel launcher's workers left RUNNING when they were stopped."""
+    global _parent
+    if _parent is None:
+        return
+    (stack, parent), _parent = _parent, None
     if failure is None:
-        _parent.close()
-    else:
-        _parent.__exit__(type(failure), failure, failure.__traceback__)
+        stack.close()
+        return
+    stack.__exit__(type(failure), failure, failure.__traceback__)
+    from grubench.harness.runs import first_line
+
+    interrupted = isinstance(failure, (KeyboardInterrupt, SystemExit))
+    close_orphans(parent.store, parent.id, "interrupted: the sweep stopped" if interrupted
+                  else f"the sweep failed: {first_line(failure)}")
+
+
+def close_orphans(store: Store, parent_id: str, reason: str, wait_s: float = 10.0) -> None:
+    """Mark KILLED the RUNNING children of `parent_id` whose process has ended (waiting up to
+    `wait_s` for workers that are still shutting down)."""
+    from grubench.harness.reap import owner_alive
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = store.client.search_runs([store.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' "
+                                           "and attributes.status = 'RUNNING'")
+        alive = [run for run in running if owner_alive(run.data.tags)]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for run in running:
+        if not owner_alive(run.data.tags):
+            child = store.run(run.info.run_id)
+            child.set_tags({"error": reason})
+            child.set_status("KILLED")
 
 
 class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
             return  # the search opens its parent after its own checks
+        from grubench.harness import devices, tracking
+        from grubench.harness.runs import tracked_run
+
         try:
             devices.check_sweep_devices(config)
             store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
@@ -93,14 +133,19 @@ class MultirunParent(Callback):
         for stale in sweep_dir.glob(f"*/{FAILED_FILE}"):  # left by an earlier sweep in the same folder
             stale.unlink()
         overrides = " ".join(config.hydra.overrides.task)
-        parent = _parent.enter_context(tracked_run(store, f"sweep {overrides}".strip(), {
+        global _parent
+        stack = ExitStack()
+        parent = stack.enter_context(tracked_run(store, f"sweep {overrides}".strip(), {
             "sweep": "parent", "overrides": overrides, "claims": ",".join(config.get("claims") or []),
             "sweep_dir": str(sweep_dir.resolve())}))
+        _parent = (stack, parent)
         (sweep_dir / PARENT_ID_FILE).write_text(parent.id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
             return
+        from grubench.harness import tracking
+
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs, failures = failed_jobs(sweep_dir)
         store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
@@ -109,8 +154,7 @@ class MultirunParent(Callback):
         if failures:
             message = f"{len(failures)} of {len(jobs)} jobs failed, first: job {failures[0].parent.name}: " \
                       f"{failures[0].read_text().strip()}"
-            failure = JobsFailed(message)
-            close_parent(failure)
+            close_parent(JobsFailed(message))
             print(f"grubench: error: {message}", file=sys.stderr)
             sys.exit(1)
         close_parent(None)
