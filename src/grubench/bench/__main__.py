@@ -47,7 +47,7 @@ def bench(cfg: DictConfig) -> list[dict]:
     names = ("bench.csv", "scaling.csv", "table.txt")
     with ExitStack() as stack:
         recorder = None
-        if cfg.tracking.enabled:
+        if cfg.tracking.enabled:  # MLflow loads only when the grid is recorded
             from grubench.bench.record import BenchRecorder
             from grubench.harness import tracking
             from grubench.harness.runs import tracked_run

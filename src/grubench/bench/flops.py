@@ -31,15 +31,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from grubench.models import counting
+
 
 def formula_flops(model: nn.Module, batch: int, seq_len: int, matmul_only: bool = False) -> float | None:
     """Forward FLOPs of a SequenceModel by the formula above, or None if `grubench.models.counting`
     has no formula for its recurrent layer."""
     try:
-        from grubench.models import counting
-
         structure = counting.structure(model.recurrent)
-    except (ImportError, ValueError):
+    except ValueError:
         return None
     per_step = counting.matmul_flops(structure) if matmul_only else counting.flops(structure)
     bias = 0 if matmul_only else 1

@@ -52,6 +52,7 @@ from grubench.config import build
 from grubench.harness.logger import RunLogger
 from grubench.harness.runs import tracked_run
 from grubench.task import loss_and_metric_inputs
+from grubench.train import build_job
 
 DEFAULTS = ["+model=gru", "trainer=cpu", "trainer.max_epochs=2", "trainer.limit_train_batches=60",
             "trainer.limit_val_batches=4", "trainer.limit_test_batches=4"]
@@ -82,8 +83,6 @@ def step_times(epochs: list[list[float]], skip: int) -> list[float]:
 
 def harness_trial(cfg: DictConfig, uri: str, extra_callbacks: list[pl.Callback] = (), clock: str = "wall") -> dict:
     """One `trainer.fit` of the real harness, in an MLflow run of experiment `cfg.tracking.experiment`."""
-    from grubench.train import build_job
-
     job = build_job(cfg)
     store = tracking.Store.open(uri, cfg.tracking.experiment)
     with tracked_run(store, f"overhead-harness-{job.task.model.name}", {"bench/role": "overhead"}) as run:
@@ -127,7 +126,7 @@ def plain_trial(cfg: DictConfig, clock: str = "wall") -> dict:
             for batch in itertools.islice(datamodule.val_dataloader(), _limit(trainer.limit_val_batches)):
                 loss_of(batch)
     return {"epochs": epochs, "wall_s": time.perf_counter() - began,
-            "steps": sum(len(e) for e in epochs)}
+            "steps": sum(len(e) for e in epochs), "model": model, "datamodule": datamodule}
 
 
 def _limit(value) -> int | None:

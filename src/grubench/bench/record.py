@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from grubench.harness import tracking
-from grubench.bench.grid import METRICS
+from grubench.bench.grid import METRICS, Cell
 from grubench.harness.tracking import Run
 
 
@@ -30,8 +30,6 @@ class BenchRecorder:
         parent.log_params(tracking.flatten(OmegaConf.to_container(settings, resolve=True)))
 
     def log_cell(self, row: dict, model_node: DictConfig | None) -> None:
-        from grubench.bench.grid import Cell
-
         label = Cell(row["model"], row["device"], row["precision"], row["batch"], row["seq_len"], row["hidden"]).label
         tags = {**self.tags, "mlflow.parentRunId": self.parent.id, "bench/role": "cell", "model": row["model"],
                 "bench/status": row["status"], "precision/requested": row["precision"],

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from grubench.errors import GrubenchError
 from grubench.gradflow.measure import compare, finite, plot, write_csv
+from grubench.harness import tracking
+from grubench.harness.runs import tracked_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,9 +38,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def record(curves: list, overrides: list[str], out: Path) -> None:
     """One MLflow run per model in experiment `gradient_flow` of the store `tracking.uri=` names."""
-    from grubench.harness import tracking
-    from grubench.harness.runs import tracked_run
-
     uri = tracking.resolve_uri(next(o for o in overrides if o.startswith("tracking.uri=")).split("=", 1)[1])
     store = tracking.Store.open(uri, "gradient_flow")
     for curve in curves:

@@ -44,6 +44,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from grubench.bench.compose import model_config
+from grubench.config import build
 from grubench.models.sequence import SequenceModel
 from grubench.task import loss_and_metric_inputs
 
@@ -193,9 +195,6 @@ def compare(models: list[str], overrides: list[str] = (), batch_size: int = 64,
             max_positions: int | None = 128) -> list[FlowCurve]:
     """Gradient flow at initialisation of each model in `models` (conf/model names), on the first
     validation batch of the data set the overrides choose (default config: adding)."""
-    from grubench.bench.compose import model_config
-    from grubench.config import build
-
     curves = []
     for name in models:
         cfg = model_config(name, list(overrides))

@@ -26,6 +26,7 @@ import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from grubench.harness import checkpointing, tracking
+from grubench.harness.reap import process_alive
 from grubench.harness.tracking import Run, Store
 from grubench.errors import ConfigError
 
@@ -70,8 +71,6 @@ def find(cfg: DictConfig, store: Store, overrides: list[str]) -> Resumed:
 
 
 def check_resumable(run) -> None:
-    from grubench.harness.reap import process_alive
-
     info, tags = run.info, run.data.tags
     if info.status == "FINISHED":
         raise ConfigError(f"resume: run {info.run_id} finished; there is nothing to resume")

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from grubench.harness import tracking
+from grubench.harness.runs import tracked_run
 from grubench.errors import GrubenchError
 from grubench.report import plots
 from grubench.report.evidence import claim_runs, load_runs
@@ -130,8 +131,6 @@ def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, out))
     if log:
-        from grubench.harness.runs import tracked_run
-
         with tracked_run(tracking.Store.open(uri, "report"), "claims report") as run:
             run.set_tags({f"verdict/{v.claim}": v.verdict for v in verdicts})
             for path in [out / "report.md", out / "report.html", *[p for ps in made.values() for p in ps]]:
