@@ -126,7 +126,7 @@ def plain_trial(cfg: DictConfig, clock: str = "wall") -> dict:
             for batch in itertools.islice(datamodule.val_dataloader(), _limit(trainer.limit_val_batches)):
                 loss_of(batch)
     return {"epochs": epochs, "wall_s": time.perf_counter() - began,
-            "steps": sum(len(e) for e in epochs), "model": model, "datamodule": datamodule}
+            "steps": sum(len(e) for e in epochs)}
 
 
 def _limit(value) -> int | None:
