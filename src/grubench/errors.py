@@ -21,6 +21,10 @@ class RunFailed(GrubenchError):
     """A run opened, then failed; it is recorded FAILED with the error."""
 
 
+class SweepFailed(GrubenchError):
+    """Jobs of a sweep failed (or no trial of a search completed); its parent run ends FAILED."""
+
+
 class Diverged(RuntimeError):
     """Training produced a loss that is not a finite number."""
 

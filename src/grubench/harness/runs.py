@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from grubench.errors import GrubenchError
 from grubench.harness.tracking import Run, Store, environment_tags
 
 log = logging.getLogger("grubench")
@@ -51,7 +52,8 @@ def ending(failure: BaseException | None) -> tuple[str, str | None]:
 
 
 def first_line(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip()
+    """The error's first line, its type named unless it is one of grubench's own one-line errors."""
+    text = str(error).strip() if isinstance(error, GrubenchError) else f"{type(error).__name__}: {error}".strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 

@@ -49,7 +49,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from grubench.config import build
-from grubench.errors import ConfigError, GrubenchError
+from grubench.errors import ConfigError, GrubenchError, SweepFailed
 from grubench.harness import devices, tracking
 from grubench.harness.runs import tracked_run
 from grubench.harness.sweep import BEST_FILE, PARENT_ID_FILE, failed_jobs, read_parent_id
@@ -57,9 +57,6 @@ from grubench.harness.tracking import Run
 
 INTERRUPTED = "interrupted"
 
-
-class NoTrialCompleted(GrubenchError):
-    """A search ended without one completed trial; its parent run is closed FAILED."""
 
 
 KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
@@ -166,14 +163,14 @@ class OptunaSweeper(Sweeper):
                 print(f"search {self.study_name}: {counted(study)} of {self.n_trials} trials done; {direction} "
                       f"{metric}; study in {self.storage_url(uri)}", flush=True)
                 self.run_trials(study, space, fixed, parent, sweep_dir, metric)
-        except NoTrialCompleted as error:
+        except SweepFailed as error:
             print(f"grubench: error: {error}", file=sys.stderr, flush=True)
             sys.exit(1)
         print(f"search finished: best trial in {sweep_dir / BEST_FILE}\n  browse: {store.browse_hint()}")
 
     def run_trials(self, study: optuna.Study, space: dict, fixed: list[str], parent: Run, sweep_dir: Path,
                    metric: str) -> None:
-        """Ask, launch and tell until `n_trials` trials have ended; NoTrialCompleted if none completed."""
+        """Ask, launch and tell until `n_trials` trials have ended; SweepFailed if none completed."""
         while (remaining := self.n_trials - counted(study)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             batch = [[*fixed, *(override(name, trial.params[name]) for name in space)] for trial in trials]
@@ -193,7 +190,7 @@ class OptunaSweeper(Sweeper):
         jobs, failures = failed_jobs(sweep_dir)
         parent.set_tags({"jobs/total": len(jobs), "jobs/failed": len(failures)})
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            raise NoTrialCompleted(f"search {self.study_name}: no trial completed ({len(failures)} of {len(jobs)} "
+            raise SweepFailed(f"search {self.study_name}: no trial completed ({len(failures)} of {len(jobs)} "
                                    "jobs failed; their runs say why)")
         if failures:
             print(f"search: {len(failures)} of {len(jobs)} trials failed (their runs say why)")

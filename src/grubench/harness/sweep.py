@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from grubench.errors import GrubenchError
+from grubench.errors import GrubenchError, SweepFailed
 
 if TYPE_CHECKING:
     from grubench.harness.tracking import Run, Store
@@ -72,9 +72,6 @@ def failed_jobs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
     jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
     return jobs, sorted(sweep_dir.glob(f"*/{FAILED_FILE}"))
 
-
-class JobsFailed(GrubenchError):
-    """Some jobs of a sweep failed; the parent run is closed FAILED with this line."""
 
 
 def close_parent(failure: BaseException | None) -> None:
@@ -154,7 +151,7 @@ class MultirunParent(Callback):
         if failures:
             message = f"{len(failures)} of {len(jobs)} jobs failed, first: job {failures[0].parent.name}: " \
                       f"{failures[0].read_text().strip()}"
-            close_parent(JobsFailed(message))
+            close_parent(SweepFailed(message))
             print(f"grubench: error: {message}", file=sys.stderr)
             sys.exit(1)
         close_parent(None)
