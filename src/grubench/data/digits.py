@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from grubench.data.base import SequenceDataModule
 from grubench.spec import TaskSpec
@@ -42,6 +40,10 @@ class DigitsDataModule(SequenceDataModule):
         )
 
     def make_splits(self):
+        # scikit-learn loads here, not with grubench.data: it costs every other run a second of start-up.
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
         images, labels = load_digits(return_X_y=True)
         x = torch.tensor(images / 16.0, dtype=torch.float32).reshape(len(images), self.spec.seq_len, -1)
         y = torch.tensor(labels, dtype=torch.long)
