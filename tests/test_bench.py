@@ -167,6 +167,7 @@ def test_table_shows_skipped_cells_and_missing_numbers():
     assert format_table([row]).splitlines()[0].startswith("model")
 
 
+@pytest.mark.slow
 def test_bench_command_runs_a_tiny_grid_into_csv_table_and_mlflow(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["grid=tiny", "grid.models=[gru_doc,nosuch]", "grid.device=[cpu,cuda]", "grid.seq_len=[3,6]",

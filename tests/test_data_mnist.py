@@ -116,6 +116,7 @@ def test_missing_files_name_the_files_and_the_folder(tmp_path):
         build(cfg.dataset, "dataset")
 
 
+@pytest.mark.slow
 def test_missing_files_stop_the_command_with_one_line(tmp_path):
     result = run_cli(["+model=gru", "dataset=smnist", f"dataset.data_dir={tmp_path / 'nowhere'}",
                       f"tracking.uri={tmp_path / 'mlflow.db'}", f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)

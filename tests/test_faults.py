@@ -67,6 +67,7 @@ def run_killed_at(epoch: int, batch: int, args: list[str], cwd) -> subprocess.Co
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_gc_then_resume_matches_an_uninterrupted_run(tmp_path, fresh_store, empty_store):
     whole_store = f"sqlite:///{tmp_path / 'whole.db'}"
     shutil.copy(empty_store, tmp_path / "whole.db")
@@ -195,6 +196,7 @@ def test_out_of_memory_in_training_names_batch_size_first(tmp_path, fresh_store,
     assert run.info.status == "FAILED" and run.data.tags["error"].startswith("out of memory training")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_finishes_one_run(tmp_path, fresh_store):
     result = run_cli([*SHORT, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                       "trainer.max_epochs=2", f"tracking.uri={fresh_store}"], cwd=tmp_path)
@@ -209,6 +211,7 @@ def test_two_process_ddp_on_cpu_finishes_one_run(tmp_path, fresh_store):
     assert "distributed_backend=gloo" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_with_several_devices_per_job_is_refused(tmp_path):
     result = run_cli(["-m", "+model=gru", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                       "seed=0,1"], cwd=tmp_path)

@@ -48,6 +48,7 @@ def test_tiny_run_records_metrics_params_tags_and_artifacts(store):
     assert checkpoints == {"checkpoints/best.ckpt"}
 
 
+@pytest.mark.slow
 def test_command_line_run_prints_summary_and_logs_job_log(tmp_path):
     result = run_cli(["+model=rnn", *TINY, "dataset=digits"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -59,6 +60,7 @@ def test_command_line_run_prints_summary_and_logs_job_log(tmp_path):
     assert "grubench.log" in artifacts
 
 
+@pytest.mark.slow
 def test_multirun_makes_a_parent_with_finished_children(tmp_path):
     # In a sweep over +model, model options take "++": the sweep's base config has no model yet.
     tiny = [o.replace("model.", "++model.") for o in TINY]
@@ -73,6 +75,7 @@ def test_multirun_makes_a_parent_with_finished_children(tmp_path):
     assert parents[0].data.tags["jobs/total"] == "3"
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     # lr=1e30 makes the loss overflow: that job ends FAILED, the other still runs
     result = run_cli(["-m", "+model=gru", *TINY, "optim.lr=1e-3,1e30", "dataset.limit=256",
@@ -106,6 +109,7 @@ def test_bad_input_gets_a_clear_message_and_no_run(tmp_path, args, message):
         if (tmp_path / "mlflow.db").exists() else True
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_killed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "grubench", "+model=gru", "dataset.train_size=2000",
                              "trainer.max_epochs=1000", "trainer.enable_progress_bar=false"],

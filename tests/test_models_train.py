@@ -1,6 +1,8 @@
 """Every cell-loop model config (and the minimal RNNs' parallel scan) trains end to end with the
 real command line, in one sweep."""
 
+import pytest
+
 from grubench.config import build
 from grubench.models import counting
 from tests.conftest import compose_config, run_cli, runs
@@ -9,6 +11,7 @@ NEW_MODELS = ["gru_doc", "janet", "lstm_nfg", "lstm_nig", "lstm_nog", "lstm_cifg
               "rnn_loop", "gru_loop", "lstm_loop", "mingru", "minlstm"]
 
 
+@pytest.mark.slow
 def test_every_cell_loop_model_trains_on_adding_in_one_multirun(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_cli(["-m", f"+model={','.join(NEW_MODELS)}", "trainer=debug", "dataset=adding",

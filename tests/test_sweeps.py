@@ -49,6 +49,7 @@ def children(uri: str, experiment: str = "default"):
     return parent, [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
 
 
+@pytest.mark.slow
 def test_four_parallel_joblib_jobs_on_one_fresh_store_lose_no_run_and_no_metric(tmp_path):
     result = run_cli(["-m", "+model=gru", *TINY_SWEEP, "seed=0,1,2,3", "hydra/launcher=joblib",
                       "hydra.launcher.n_jobs=4", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
@@ -66,6 +67,7 @@ def test_four_parallel_joblib_jobs_on_one_fresh_store_lose_no_run_and_no_metric(
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 1
 
 
+@pytest.mark.slow
 def test_optuna_search_killed_in_its_fifth_trial_resumes_to_six(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["-m", *SEARCH, "hydra.sweeper.n_trials=6", f"hydra.sweep.dir={tmp_path / 'search'}"]
@@ -105,6 +107,7 @@ def test_optuna_search_killed_in_its_fifth_trial_resumes_to_six(tmp_path):
     assert (tmp_path / "search" / "best_trial.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep_job(tmp_path):
     result = run_cli(["-m", "+model=rnn", *TINY_SWEEP, "seed=0", "hydra/launcher=submitit_local",
                       "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
