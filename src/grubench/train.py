@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from mlflow.tracking import MlflowClient
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 
+from grubench.checks import check_accelerator
 from grubench.config import build, check
 from grubench.data.base import SequenceDataModule
 from grubench.errors import ConfigError, RunFailed, Terminated
@@ -38,12 +40,10 @@ from grubench.harness.logger import RunLogger
 from grubench.harness.runs import tracked_run
 from grubench.harness.sweep import multirun, parent_run_id
 from grubench.harness.tracking import Run, Store
+from grubench.progress import progress_callback
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
-
-# Redrawing the progress bar every step costs about 0.25 ms a step (python -m grubench.bench.overhead).
-PROGRESS_REFRESH_STEPS = 20
 
 # Keys of the Hydra overrides that already appear in a run name's first part.
 NAMED_IN_RUN_NAME = ("model", "+model", "dataset")
@@ -116,14 +116,17 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     callbacks = [resume_point, checkpoint, throughput, FiniteLoss()]
     if cfg.gradient_flow:
         callbacks.append(GradientFlow())
+    progress_bar = False
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
+        callbacks.append(progress_callback(monitor, spec.metric_mode))
+        progress_bar = isinstance(callbacks[-1], ProgressBar)
     if cfg.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
     # The MLflow logger joins when the run opens (`run_job`): building comes first, so that a bad
     # trainer setting stops the command before any run exists.
+    check_accelerator(cfg.trainer)
     trainer = build(cfg.trainer, "trainer", logger=False, callbacks=callbacks, default_root_dir=str(folder),
-                    plugins=[checkpointing.AtomicCheckpointIO()])
+                    plugins=[checkpointing.AtomicCheckpointIO()], enable_progress_bar=progress_bar)
     return Job(datamodule, task, trainer, checkpoint, throughput, folder, resume_point)
 
 
@@ -170,7 +173,10 @@ def train(cfg: DictConfig) -> float | None:
 
 def train_resumed(cfg: DictConfig, uri: str, overrides: list[str]) -> float | None:
     """Reopen the run `cfg.resume` names and train on from its last checkpoint (resume.py)."""
-    store = Store.open(uri, cfg.tracking.experiment)
+    path = tracking.sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no MLflow store at {path}; give tracking.uri= the store the run is in")
+    store = Store(uri, MlflowClient(uri), experiment_id="")  # a resumed run keeps its experiment: none is made
     resumed = resuming.find(cfg, store, overrides)
     job = build_checked_job(resumed.config, resumed.checkpoint_dir)
     return run_job(resumed.config, store, job, overrides, reopen=resumed)
@@ -207,7 +213,12 @@ def run_job(cfg: DictConfig, store: Store, job: Job, overrides: list[str], name:
     except SystemExit as exit_:
         if exit_.code in (0, None):
             raise
-        raise KeyboardInterrupt from exit_  # Lightning turns Ctrl-C into sys.exit(1); the run is KILLED
+        interrupt = KeyboardInterrupt()  # Lightning turns Ctrl-C into sys.exit(1); the run is KILLED
+        interrupt.run_id = run.id if run else None
+        raise interrupt from exit_
+    except KeyboardInterrupt as interrupt:
+        interrupt.run_id = run.id if run else None  # the entry point says whether a run was recorded KILLED
+        raise
     except Exception as failure:
         if run is None:
             raise
