@@ -25,8 +25,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from grubench.errors import ConfigError, GrubenchError
-from grubench.harness import devices, tracking
-from grubench.harness.runs import tracked_run
+
+# MLflow and Lightning (tracking, devices, runs) are imported where a sweep uses them: Hydra
+# builds this module's callback for every command, refused ones included, which must answer fast.
 
 PARENT_ID_FILE = "mlflow_parent_run_id"
 FAILED_FILE = "FAILED"
@@ -82,6 +83,9 @@ class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
             return  # the search opens its parent after its own checks
+        from grubench.harness import devices, tracking
+        from grubench.harness.runs import tracked_run
+
         try:
             devices.check_sweep_devices(config)
             store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
@@ -101,6 +105,8 @@ class MultirunParent(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
             return
+        from grubench.harness import tracking
+
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs, failures = failed_jobs(sweep_dir)
         store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
