@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 
+from grubench import browse
 from grubench.checks import check_accelerator
 from grubench.config import build, check
 from grubench.data.base import SequenceDataModule
@@ -44,9 +45,6 @@ from grubench.progress import progress_callback
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
-
-# Keys of the Hydra overrides that already appear in a run name's first part.
-NAMED_IN_RUN_NAME = ("model", "+model", "dataset")
 
 
 
@@ -71,14 +69,6 @@ def output_dir() -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(tempfile.mkdtemp(prefix="grubench-"))
-
-
-def run_name(cfg: DictConfig, model_name: str, dataset_name: str, overrides: list[str]) -> str:
-    """`cfg.run_name`, or <model>-<dataset> followed by the overrides that set anything else."""
-    if cfg.get("run_name"):
-        return str(cfg.run_name)
-    extra = [o for o in overrides if o.split("=", 1)[0] not in NAMED_IN_RUN_NAME]
-    return "-".join([model_name, dataset_name, *extra])
 
 
 @dataclass
@@ -158,7 +148,7 @@ def train(cfg: DictConfig) -> float | None:
         "task/metric": spec.metric,
         "task/metric_mode": spec.metric_mode,
         "task/seq_len": spec.seq_len,
-        "task/chance": spec.chance.get(spec.metric, ""),
+        "task/chance": browse.rounded(spec.chance.get(spec.metric, "")),
         "claims": ",".join(cfg.get("claims") or []),
         "overrides": " ".join(overrides),
         "seed": cfg.seed,
@@ -168,7 +158,8 @@ def train(cfg: DictConfig) -> float | None:
     if parent:
         tags["mlflow.parentRunId"] = parent
         tags["sweep/job"] = HydraConfig.get().job.num
-    return run_job(cfg, store, job, overrides, run_name(cfg, job.task.model.name, spec.name, overrides), tags)
+    name = browse.run_name(cfg.get("run_name"), job.task.model.name, spec.name, cfg.seed, overrides)
+    return run_job(cfg, store, job, overrides, browse.unique_name(store, name), tags)
 
 
 def train_resumed(cfg: DictConfig, uri: str, overrides: list[str]) -> float | None:
@@ -178,6 +169,7 @@ def train_resumed(cfg: DictConfig, uri: str, overrides: list[str]) -> float | No
         raise ConfigError(f"resume={cfg.resume}: no MLflow store at {path}; give tracking.uri= the store the run is in")
     store = Store(uri, MlflowClient(uri), experiment_id="")  # a resumed run keeps its experiment: none is made
     resumed = resuming.find(cfg, store, overrides)
+    store.experiment_id = store.client.get_run(resumed.run_id).info.experiment_id
     job = build_checked_job(resumed.config, resumed.checkpoint_dir)
     return run_job(resumed.config, store, job, overrides, reopen=resumed)
 
@@ -242,7 +234,10 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
         run.log_metrics(job.task.model.parameter_counts())
 
     job.datamodule.setup()
-    run.set_tags({f"data/{key}": value for key, value in job.datamodule.describe().items()})
+    described = job.datamodule.describe()
+    run.set_tags({f"data/{key}": value for key, value in described.items()})
+    if not resumed:
+        browse.log_dataset(run, spec.name, OmegaConf.to_container(cfg.dataset, resolve=True), described)
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
     ckpt = "best" if job.checkpoint.best_model_path else None
     results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
@@ -260,8 +255,17 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
     score = results.get(test_key, math.nan)
     chance = spec.chance.get(spec.metric, math.nan)
     speed = job.throughput.summary.get("speed/train_samples_per_s", math.nan)
-    print(f"{job.task.model.name} on {spec.name}: {test_key} = {score:.4f} (chance {chance:.4f}); "
-          f"{speed:.0f} samples/s; run {run.id}\n"
-          f"  browse: {run.store.browse_hint()}", flush=True)
+    summary = (f"{job.task.model.name} on {spec.name}: {test_key} = {score:.4f}, {versus_chance(score, chance, spec.metric_mode)}; "
+               f"{speed:.0f} samples/s; run {run.name} ({run.id})")
+    browse.describe(run, summary)
+    print(f"{summary}\n{browse.browse_lines(run.store, test_key, spec.metric_mode)}", flush=True)
     best = job.checkpoint.best_model_score
     return float(best) if best is not None else None
+
+
+def versus_chance(score: float, chance: float, mode: str) -> str:
+    """"better than chance (0.1667)", or "no better than chance (0.1667)" for a model that learned nothing."""
+    if math.isnan(chance):
+        return "no chance level known"
+    better = score < chance if mode == "min" else score > chance
+    return f"{'better' if better else 'NO better'} than chance ({chance:.4f})"
