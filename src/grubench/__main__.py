@@ -94,7 +94,8 @@ def entry() -> None:
             raise
         from grubench.config import hydra_error_line
 
-        print(f"grubench: error: {hydra_error_line(error)}", file=sys.stderr, flush=True)
+        sweep = "-m" in sys.argv or "--multirun" in sys.argv
+        print(f"grubench: error: {hydra_error_line(error, sweep)}", file=sys.stderr, flush=True)
         sys.exit(1)
     except BaseException as failure:
         close_sweep_parent(failure)

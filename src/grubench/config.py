@@ -68,20 +68,22 @@ def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
         raise ConfigError(f"bad {group} config: {error}") from error
 
 
-def hydra_error_line(error: Exception) -> str:
-    """One line for an error Hydra raises while reading the command line or composing the config."""
+def hydra_error_line(error: Exception, sweep: bool = False) -> str:
+    """One line for an error Hydra raises while reading the command line or composing the config
+    (of a `sweep`'s job: `-m`)."""
     text = str(error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
     missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
     if missing:
         group, name = missing.groups()
         return f"{group}={name}: no such {group} config; one of: {', '.join(choices(group))}"
-    cause = error.__cause__
-    if text.startswith("Could not override") and getattr(cause, "full_key", None):
-        key = cause.full_key
-        parent = key.rsplit(".", 1)[0] if "." in key else None
-        where = f"{parent} has no key {key.rsplit('.', 1)[1]}" if parent else "no such top-level setting"
-        return f"{key}: {where} (python -m grubench --help lists them; README: Configuration reference)"
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        hint = "python -m grubench --help lists the settings; README: Configuration reference"
+        if sweep and key.startswith("model."):
+            hint = f"a model option; with +model swept (-m) write ++{key}=..."
+        return f"{key}: no such setting ({hint})"
     if isinstance(error, OverrideParseException):
         hint = """ (quote items that hold '=': 'key=["a=1"]')""" if "=" in error.override.split("=", 1)[-1] else ""
         return f"cannot read the override {error.override}: {first}{hint}"

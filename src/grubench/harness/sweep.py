@@ -15,14 +15,18 @@ checks: a refused search changes no run.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from grubench.errors import ConfigError, GrubenchError
 
@@ -79,10 +83,43 @@ def close_parent(failure: BaseException | None) -> None:
         _parent.__exit__(type(failure), failure, failure.__traceback__)
 
 
+def job_overrides(overrides: list[str]) -> list[list[str]]:
+    """The overrides of every job of a basic sweep: `a=1,2 b=3` -> [[a=1, b=3], [a=2, b=3]]."""
+    choices = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([f"{key}={override.get_value_element_as_str()}"])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def check_jobs(config: DictConfig) -> None:
+    """Compose and check every job's config before the sweep opens anything: one bad job stops
+    the sweep with its one line, before a parent run, a store or a sweep folder exists."""
+    from grubench.config import check, hydra_error_line
+
+    loader = GlobalHydra.instance().config_loader()
+    for overrides in job_overrides(config.hydra.overrides.task):
+        try:
+            job = loader.load_sweep_config(config, overrides)
+        except HydraException as error:  # Hydra turns a callback's exception into a warning: say it here
+            raise ConfigError(hydra_error_line(error, sweep=True)) from error
+        with read_write(job), open_dict(job):
+            job.pop("hydra")  # Hydra's node holds per-job values (hydra.job.num) not set yet
+        check(job)
+
+
 class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
             return  # the search opens its parent after its own checks
+        try:
+            check_jobs(config)  # before MLflow loads: a refused value answers at once
+        except GrubenchError as error:
+            print(f"grubench: error: {error}", file=sys.stderr)
+            sys.exit(1)
         from grubench.harness import devices, tracking
         from grubench.harness.runs import tracked_run
 
