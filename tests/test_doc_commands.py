@@ -77,3 +77,10 @@ def test_the_readme_refusals_print_what_the_readme_says(tmp_path):
         result = run_cli(shlex.split(args), cwd=tmp_path, timeout=120)
         assert result.returncode == 1 and result.stderr.strip() == said, (args, result.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_this_commands_choices_only(tmp_path):
+    result = run_cli(["--help"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    assert "+model: gru, gru_doc" in result.stdout and "dataset: adding, chorales" in result.stdout
+    assert "grid" not in result.stdout and "_base" not in result.stdout  # the bench's grids, the shared bases

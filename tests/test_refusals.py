@@ -59,6 +59,10 @@ CONFIG_REFUSALS = [
     (["+model=gru", "dataset.limit=0"], "dataset.limit"),
     (["+model=gru", "claims=[C9]"], "claims"),
     (["+model=gru", "tracking.experiment="], "tracking.experiment"),
+    # a sweep: every job is checked before its parent run, store or folder exists
+    (["-m", "+model=gru,lstm", "optim.lr=0"], "optim.lr"),
+    (["-m", "+model=gru,nope"], "model=nope"),
+    (["-m", "+model=gru,lstm", "model.hidden_size=8"], "++model.hidden_size"),
 ]
 
 # Refusals that come when the run is built or its store reached (torch and MLflow load first).

@@ -32,7 +32,7 @@ from grubench import browse
 from grubench.checks import check_accelerator
 from grubench.config import build, check
 from grubench.data.base import SequenceDataModule
-from grubench.errors import ConfigError, RunFailed, Terminated
+from grubench.errors import ConfigError, Diverged, RunFailed, Terminated
 from grubench.gradflow.callback import GradientFlow
 from grubench.harness import checkpointing, devices, guards, tracking
 from grubench.harness import resume as resuming
@@ -219,7 +219,13 @@ def run_job(cfg: DictConfig, store: Store, job: Job, overrides: list[str], name:
 
 
 def describe_failure(cfg: DictConfig, failure: BaseException) -> str | None:
-    """A clearer error line for failures the user fixes with one setting (out of memory)."""
+    """A clearer error line for failures the user fixes with one setting (out of memory, a
+    diverged loss: the hint names the settings as this run had them)."""
+    if isinstance(failure, Diverged):
+        clip = cfg.trainer.get("gradient_clip_val")
+        hint = f"lower optim.lr (now {cfg.optim.lr})"
+        hint += f" or trainer.gradient_clip_val (now {clip})" if clip else ", or clip: trainer.gradient_clip_val=1.0"
+        return f"Diverged: {str(failure).split(';')[0]}; {hint}"
     return guards.out_of_memory_message(cfg) if guards.out_of_memory(failure) else None
 
 
