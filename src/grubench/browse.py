@@ -6,7 +6,8 @@
     the link      the experiment's runs table in a saved view (an experiment tag
                   mlflow.sharedViewState.<key>, opened by ?viewStateShareKey=<key>): the task
                   metric, params/total, speed/step_ms, model, dataset and seed as columns,
-                  sorted by the task metric, best first
+                  sorted by the task metric, best first, every run of that metric a row
+                  (sweep jobs too: their parents are filtered out)
 
 The experiment is marked as model training (tag mlflow.experimentKind), so that MLflow opens
 its runs table rather than the GenAI overview.
@@ -80,6 +81,9 @@ def view(store: Store, metric: str, mode: str) -> str:
     state = {
         "selectedColumns": columns,
         "columnOrder": columns,
+        # Training runs of this metric only: sweep parents (which have no task) drop out, so their
+        # jobs show as rows of their own instead of folded under the parent.
+        "searchFilter": f"tags.`task/metric` = '{metric.split('/', 1)[1]}'",
         "orderByKey": f"metrics.`{metric}`",
         "orderByAsc": mode == "min",
         "lifecycleFilter": "Active",
