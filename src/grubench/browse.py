@@ -32,7 +32,7 @@ def run_name(given: str | None, model: str, dataset: str, seed: int, overrides: 
     """`given` (the run_name setting), or <model>-<dataset>, the overrides that set anything else, the seed."""
     if given:
         return str(given)
-    extra = [o for o in overrides if o.split("=", 1)[0] not in NAMED_IN_RUN_NAME]
+    extra = [o.lstrip("+~") for o in overrides if o.split("=", 1)[0] not in NAMED_IN_RUN_NAME]
     return "-".join([model, dataset, *extra, f"seed{seed}"])
 
 
