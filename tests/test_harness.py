@@ -52,7 +52,7 @@ def test_command_line_run_prints_summary_and_logs_job_log(tmp_path):
     result = run_cli(["+model=rnn", *TINY, "dataset=digits"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "rnn on digits: test/acc = " in result.stdout
-    assert "(chance 0.1000)" in result.stdout
+    assert "than chance (0.1000)" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in result.stdout
     (run,) = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)}
