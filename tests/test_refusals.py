@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
 
+from grubench.config import choices
 from grubench.errors import TrackingError
 from grubench.harness import tracking
 from tests.conftest import run_cli
@@ -139,3 +141,22 @@ def test_a_tracking_server_that_does_not_answer_is_refused_within_15_seconds(tem
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line(template, tmp_path):
     check_all([(["+model=gru", "trainer=gpu"], "trainer.accelerator")], template, tmp_path)
+
+
+def test_a_sweep_checks_a_job_for_every_swept_value():
+    from grubench.harness.sweep import covering_jobs
+
+    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
+        assert covering_jobs(["+model=rnn,gru,lstm", "seed=0,1", "dataset=adding"]) == [
+            ["+model=rnn", "seed=0", "dataset=adding"], ["+model=gru", "seed=1", "dataset=adding"],
+            ["+model=lstm", "seed=0", "dataset=adding"]]
+
+
+@pytest.mark.parametrize("preset", ["mnist1d_gru", *[f"{size}/{name}" for size in ("small", "full")
+                                                     for name in choices(f"experiment/{size}")]])
+def test_every_study_preset_passes_the_sweep_checks(preset):
+    from grubench.harness.sweep import check_jobs
+
+    model = ["+model=gru"] if preset == "mnist1d_gru" else []
+    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
+        check_jobs(compose(config_name="config", overrides=[f"+experiment={preset}", *model], return_hydra_config=True))
