@@ -197,7 +197,7 @@ def test_out_of_memory_in_training_names_batch_size_first(tmp_path, fresh_store,
 
 def test_two_process_ddp_on_cpu_finishes_one_run(tmp_path, fresh_store):
     result = run_cli([*SHORT, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                      "trainer.max_epochs=2", f"tracking.uri={fresh_store}"], cwd=tmp_path)
+                      "trainer.max_epochs=2", f"tracking.uri={fresh_store}", "verbose=true"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runs(fresh_store)
     assert run.info.status == "FINISHED"

@@ -23,6 +23,7 @@ CLAIMS = tuple(f"C{i}" for i in range(1, 8))
 POSITIVE = ("model.hidden_size", "model.num_layers", "dataset.batch_size", "dataset.seq_len",
             "dataset.train_size", "dataset.val_size", "dataset.test_size", "trainer.log_every_n_steps")
 POSITIVE_OR_NULL = ("threads", "early_stopping.patience", "dataset.limit", "dataset.max_pieces", "model.embed_dim")
+ABSENT = object()
 BATCH_LIMITS = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
 
 
@@ -67,10 +68,9 @@ def check_values(cfg: DictConfig) -> None:
     check_unknown(cfg)
     if not integer(cfg.seed):
         refuse("seed", cfg.seed, "an integer")
-    present = cfg_keys(cfg)
     for key in POSITIVE:
-        value = OmegaConf.select(cfg, key, default=None)
-        if key in present and not (integer(value) and value > 0):
+        value = OmegaConf.select(cfg, key, default=ABSENT)
+        if value is not ABSENT and not (integer(value) and value > 0):
             refuse(key, value, "a positive integer")
     for key in POSITIVE_OR_NULL:
         value = OmegaConf.select(cfg, key, default=None)
@@ -90,16 +90,6 @@ def check_values(cfg: DictConfig) -> None:
         refuse("claims", claims, f"a list of claim ids out of {', '.join(CLAIMS)}, e.g. claims=[C1,C5]")
     check_trainer(cfg.trainer)
     check_optim(cfg.optim)
-
-
-def cfg_keys(cfg: DictConfig) -> set[str]:
-    """The dotted keys of the config that exist (whatever their value)."""
-    keys = set()
-    for group in GROUPS:
-        node = cfg.get(group)
-        if OmegaConf.is_dict(node):
-            keys.update(f"{group}.{key}" for key in node)
-    return keys
 
 
 def check_trainer(trainer: DictConfig) -> None:

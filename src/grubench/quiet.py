@@ -3,7 +3,8 @@
 Unless `verbose=true`, `quiet()` turns off the notices of the libraries grubench runs on —
 Lightning's hardware and checkpoint-restoring lines and its adverts, MLflow's table-creation
 lines, a torch deprecation raised inside Lightning — and prints each warning that is left on one
-line, without the library's file path. It runs before those libraries are imported: their
+line, without the library's file path (`plain_warnings`, again once Lightning, which sets its
+own format, is imported). It runs before those libraries are imported: their
 loggers are quieted by name (Lightning resets its top-level logger when imported, not these),
 MLflow by its own environment variable.
 """
@@ -41,6 +42,12 @@ def quiet(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    plain_warnings()
+
+
+def plain_warnings() -> None:
+    """Print warnings on one line, without a file path. Lightning sets its own format when it is
+    imported: call this again after importing it."""
     warnings.formatwarning = one_line_warning
 
 

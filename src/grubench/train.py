@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 
-from grubench import browse
+from grubench import browse, quiet
 from grubench.checks import check_accelerator
 from grubench.config import build, check
 from grubench.data.base import SequenceDataModule
@@ -132,6 +132,8 @@ def build_checked_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Jo
 
 def train(cfg: DictConfig) -> float | None:
     """Train and test one model; return the best validation score (for sweepers)."""
+    if not cfg.get("verbose"):
+        quiet.plain_warnings()  # Lightning, imported by now, set a format of its own
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_store(uri)
     if not devices.rank_zero():
