@@ -164,4 +164,15 @@ class MultirunParent(Callback):
             print(f"grubench: error: {message}", file=sys.stderr)
             sys.exit(1)
         close_parent(None)
-        print(f"sweep finished: {len(jobs)} jobs, parent run {parent.id}\n  browse: {store.browse_hint()}")
+        print(f"sweep finished: {len(jobs)} jobs, parent run {parent.id}\n{browse_jobs(store, parent.id)}")
+
+
+def browse_jobs(store, parent_id: str) -> str:
+    """How to see the sweep's jobs: the runs-table view of their task metric (grubench.browse)."""
+    from grubench import browse
+
+    jobs = store.client.search_runs([store.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1)
+    tags = jobs[0].data.tags if jobs else {}
+    if "task/metric" not in tags:
+        return f"  browse: {store.browse_hint()}"
+    return browse.browse_lines(store, f"test/{tags['task/metric']}", tags.get("task/metric_mode", "min"))
