@@ -157,8 +157,8 @@ def test_nan_loss_fails_the_run_with_a_clear_line_and_keeps_the_last_good_checkp
         return loss * float("nan") if self.current_epoch == 2 and batch_idx == 1 else loss
 
     monkeypatch.setattr(SequenceTask, "training_step", nan_in_epoch_2)
-    with pytest.raises(RunFailed, match=r"training loss became nan at epoch 2, step 13; lower optim.lr or set "
-                                        r"trainer.gradient_clip_val"):
+    with pytest.raises(RunFailed, match=r"training loss became nan at epoch 2, step 13; lower optim.lr \(now 0.001\) "
+                                        r"or trainer.gradient_clip_val \(now 1.0\)"):
         train(compose_config([*SHORT, f"tracking.uri={fresh_store}"]))
     (run,) = runs(fresh_store)
     assert run.info.status == "FAILED"
@@ -199,7 +199,7 @@ def test_out_of_memory_in_training_names_batch_size_first(tmp_path, fresh_store,
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_finishes_one_run(tmp_path, fresh_store):
     result = run_cli([*SHORT, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                      "trainer.max_epochs=2", f"tracking.uri={fresh_store}"], cwd=tmp_path)
+                      "trainer.max_epochs=2", f"tracking.uri={fresh_store}", "verbose=true"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runs(fresh_store)
     assert run.info.status == "FINISHED"

@@ -53,7 +53,7 @@ def test_command_line_run_prints_summary_and_logs_job_log(tmp_path):
     result = run_cli(["+model=rnn", *TINY, "dataset=digits"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "rnn on digits: test/acc = " in result.stdout
-    assert "(chance 0.1000)" in result.stdout
+    assert "than chance (0.1000)" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in result.stdout
     (run,) = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)}
@@ -91,12 +91,12 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([], "no model chosen: add +model=NAME, one of: "),
-    (["+model=nope"], "Could not find 'model/nope'"),
-    (["+model=gru", "dataset=nope"], "Could not find 'dataset/nope'"),
-    (["+model=gru", "model.hidden_size=0"], "hidden_size must be a positive integer, got 0"),
-    (["+model=gru", "dataset.batch_size=-4"], "batch_size must be a positive integer, got -4"),
+    (["+model=nope"], "model=nope: no such model config"),
+    (["+model=gru", "dataset=nope"], "dataset=nope: no such dataset config"),
+    (["+model=gru", "model.hidden_size=0"], "model.hidden_size=0: must be a positive integer"),
+    (["+model=gru", "dataset.batch_size=-4"], "dataset.batch_size=-4: must be a positive integer"),
     (["+model=gru", "dataset.seq_len=1"], "the adding problem needs seq_len >= 2"),
-    (["+model=gru", "dataset=copy", "dataset.seq_len=0"], "seq_len must be a positive integer"),
+    (["+model=gru", "dataset=copy", "dataset.seq_len=0"], "dataset.seq_len=0: must be a positive integer"),
     (["+model=gru", "tracking.uri=/no/such/folder/mlflow.db"], "directory /no/such/folder does not exist"),
     (["+model=gru", "trainer.precision=fp7"], "bad trainer config: Precision 'fp7' is invalid"),
 ])

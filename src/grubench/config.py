@@ -7,14 +7,17 @@ raise into that line.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import InstantiationException
+from hydra.errors import InstantiationException, OverrideParseException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from grubench.checks import check_values
 from grubench.errors import ConfigError
 
 
@@ -31,7 +34,11 @@ def choices(group: str) -> list[str]:
 
 
 def check(cfg: DictConfig) -> None:
-    """Checks that need no object built: a model is chosen, top-level values have their types."""
+    """Checks that need no object built: a model is chosen, every value means something (checks.py)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:  # `seed=${oops}`: an interpolation that points nowhere
+        raise ConfigError(f"{error.full_key}: {str(error).strip().splitlines()[0]}") from error
     if cfg.get("resume"):
         return  # the run's recorded config is checked when it is rebuilt
     if cfg.get("model") is None or "_target_" not in cfg.model:
@@ -39,11 +46,7 @@ def check(cfg: DictConfig) -> None:
     for group in ("dataset", "trainer", "optim"):
         if cfg.get(group) is None:
             raise ConfigError(f"no {group} config: choose one with {group}=NAME, one of: {', '.join(choices(group))}")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
-    threads = cfg.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0):
-        raise ConfigError(f"threads must be a positive integer or null, got {threads!r}")
+    check_values(cfg)
 
 
 def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
@@ -59,3 +62,30 @@ def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
         raise ConfigError(f"bad {group} config: {cause}") from error
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad {group} config: {error}") from error
+    except Exception as error:
+        if type(error).__name__ != "MisconfigurationException":  # Lightning's word for a bad Trainer argument
+            raise
+        raise ConfigError(f"bad {group} config: {error}") from error
+
+
+def hydra_error_line(error: Exception, sweep: bool = False) -> str:
+    """One line for an error Hydra raises while reading the command line or composing the config
+    (of a `sweep`'s job: `-m`)."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if missing:
+        group, name = missing.groups()
+        return f"{group}={name}: no such {group} config; one of: {', '.join(choices(group))}"
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        hint = "python -m grubench --help lists the settings; README: Configuration reference"
+        if sweep and key.startswith("model."):
+            hint = f"a model option; with +model swept (-m) write ++{key}=..."
+        return f"{key}: no such setting ({hint})"
+    if isinstance(error, OverrideParseException):
+        hint = """ (quote items that hold '=': 'key=["a=1"]')""" if "=" in error.override.split("=", 1)[-1] else ""
+        return f"cannot read the override {error.override}: {first}{hint}"
+    key = getattr(error, "full_key", None)
+    return f"{key}: {first}" if key else first

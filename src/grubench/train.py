@@ -23,13 +23,16 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from mlflow.tracking import MlflowClient
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 
+from grubench import browse, quiet
+from grubench.checks import check_accelerator
 from grubench.config import build, check
 from grubench.data.base import SequenceDataModule
-from grubench.errors import ConfigError, RunFailed, Terminated
+from grubench.errors import ConfigError, Diverged, RunFailed, Terminated
 from grubench.gradflow.callback import GradientFlow
 from grubench.harness import checkpointing, devices, guards, tracking
 from grubench.harness import resume as resuming
@@ -38,15 +41,10 @@ from grubench.harness.logger import RunLogger
 from grubench.harness.runs import tracked_run
 from grubench.harness.sweep import multirun, parent_run_id
 from grubench.harness.tracking import Run, Store
+from grubench.progress import progress_callback
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
-
-# Redrawing the progress bar every step costs about 0.25 ms a step (python -m grubench.bench.overhead).
-PROGRESS_REFRESH_STEPS = 20
-
-# Keys of the Hydra overrides that already appear in a run name's first part.
-NAMED_IN_RUN_NAME = ("model", "+model", "dataset")
 
 
 
@@ -71,14 +69,6 @@ def output_dir() -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(tempfile.mkdtemp(prefix="grubench-"))
-
-
-def run_name(cfg: DictConfig, model_name: str, dataset_name: str, overrides: list[str]) -> str:
-    """`cfg.run_name`, or <model>-<dataset> followed by the overrides that set anything else."""
-    if cfg.get("run_name"):
-        return str(cfg.run_name)
-    extra = [o for o in overrides if o.split("=", 1)[0] not in NAMED_IN_RUN_NAME]
-    return "-".join([model_name, dataset_name, *extra])
 
 
 @dataclass
@@ -116,14 +106,17 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     callbacks = [resume_point, checkpoint, throughput, FiniteLoss()]
     if cfg.gradient_flow:
         callbacks.append(GradientFlow())
+    progress_bar = False
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
+        callbacks.append(progress_callback(monitor, spec.metric_mode))
+        progress_bar = isinstance(callbacks[-1], ProgressBar)
     if cfg.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
     # The MLflow logger joins when the run opens (`run_job`): building comes first, so that a bad
     # trainer setting stops the command before any run exists.
+    check_accelerator(cfg.trainer)
     trainer = build(cfg.trainer, "trainer", logger=False, callbacks=callbacks, default_root_dir=str(folder),
-                    plugins=[checkpointing.AtomicCheckpointIO()])
+                    plugins=[checkpointing.AtomicCheckpointIO()], enable_progress_bar=progress_bar)
     return Job(datamodule, task, trainer, checkpoint, throughput, folder, resume_point)
 
 
@@ -139,6 +132,8 @@ def build_checked_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Jo
 
 def train(cfg: DictConfig) -> float | None:
     """Train and test one model; return the best validation score (for sweepers)."""
+    if not cfg.get("verbose"):
+        quiet.plain_warnings()  # Lightning, imported by now, set a format of its own
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_store(uri)
     if not devices.rank_zero():
@@ -155,7 +150,7 @@ def train(cfg: DictConfig) -> float | None:
         "task/metric": spec.metric,
         "task/metric_mode": spec.metric_mode,
         "task/seq_len": spec.seq_len,
-        "task/chance": spec.chance.get(spec.metric, ""),
+        "task/chance": browse.rounded(spec.chance.get(spec.metric, "")),
         "claims": ",".join(cfg.get("claims") or []),
         "overrides": " ".join(overrides),
         "seed": cfg.seed,
@@ -165,13 +160,18 @@ def train(cfg: DictConfig) -> float | None:
     if parent:
         tags["mlflow.parentRunId"] = parent
         tags["sweep/job"] = HydraConfig.get().job.num
-    return run_job(cfg, store, job, overrides, run_name(cfg, job.task.model.name, spec.name, overrides), tags)
+    name = browse.run_name(cfg.get("run_name"), job.task.model.name, spec.name, cfg.seed, overrides)
+    return run_job(cfg, store, job, overrides, browse.unique_name(store, name), tags)
 
 
 def train_resumed(cfg: DictConfig, uri: str, overrides: list[str]) -> float | None:
     """Reopen the run `cfg.resume` names and train on from its last checkpoint (resume.py)."""
-    store = Store.open(uri, cfg.tracking.experiment)
+    path = tracking.sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no MLflow store at {path}; give tracking.uri= the store the run is in")
+    store = Store(uri, MlflowClient(uri), experiment_id="")  # a resumed run keeps its experiment: none is made
     resumed = resuming.find(cfg, store, overrides)
+    store.experiment_id = store.client.get_run(resumed.run_id).info.experiment_id
     job = build_checked_job(resumed.config, resumed.checkpoint_dir)
     return run_job(resumed.config, store, job, overrides, reopen=resumed)
 
@@ -207,7 +207,12 @@ def run_job(cfg: DictConfig, store: Store, job: Job, overrides: list[str], name:
     except SystemExit as exit_:
         if exit_.code in (0, None):
             raise
-        raise KeyboardInterrupt from exit_  # Lightning turns Ctrl-C into sys.exit(1); the run is KILLED
+        interrupt = KeyboardInterrupt()  # Lightning turns Ctrl-C into sys.exit(1); the run is KILLED
+        interrupt.run_id = run.id if run else None
+        raise interrupt from exit_
+    except KeyboardInterrupt as interrupt:
+        interrupt.run_id = run.id if run else None  # the entry point says whether a run was recorded KILLED
+        raise
     except Exception as failure:
         if run is None:
             raise
@@ -216,7 +221,13 @@ def run_job(cfg: DictConfig, store: Store, job: Job, overrides: list[str], name:
 
 
 def describe_failure(cfg: DictConfig, failure: BaseException) -> str | None:
-    """A clearer error line for failures the user fixes with one setting (out of memory)."""
+    """A clearer error line for failures the user fixes with one setting (out of memory, a
+    diverged loss: the hint names the settings as this run had them)."""
+    if isinstance(failure, Diverged):
+        clip = cfg.trainer.get("gradient_clip_val")
+        hint = f"lower optim.lr (now {cfg.optim.lr})"
+        hint += f" or trainer.gradient_clip_val (now {clip})" if clip else ", or clip: trainer.gradient_clip_val=1.0"
+        return f"Diverged: {str(failure).split(';')[0]}; {hint}"
     return guards.out_of_memory_message(cfg) if guards.out_of_memory(failure) else None
 
 
@@ -231,7 +242,10 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
         run.log_metrics(job.task.model.parameter_counts())
 
     job.datamodule.setup()
-    run.set_tags({f"data/{key}": value for key, value in job.datamodule.describe().items()})
+    described = job.datamodule.describe()
+    run.set_tags({f"data/{key}": value for key, value in described.items()})
+    if not resumed:
+        browse.log_dataset(run, spec.name, OmegaConf.to_container(cfg.dataset, resolve=True), described)
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
     ckpt = "best" if job.checkpoint.best_model_path else None
     results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
@@ -249,8 +263,17 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
     score = results.get(test_key, math.nan)
     chance = spec.chance.get(spec.metric, math.nan)
     speed = job.throughput.summary.get("speed/train_samples_per_s", math.nan)
-    print(f"{job.task.model.name} on {spec.name}: {test_key} = {score:.4f} (chance {chance:.4f}); "
-          f"{speed:.0f} samples/s; run {run.id}\n"
-          f"  browse: {run.store.browse_hint()}", flush=True)
+    summary = (f"{job.task.model.name} on {spec.name}: {test_key} = {score:.4f}, {versus_chance(score, chance, spec.metric_mode)}; "
+               f"{speed:.0f} samples/s; run {run.name} ({run.id})")
+    browse.describe(run, summary)
+    print(f"{summary}\n{browse.browse_lines(run.store, test_key, spec.metric_mode)}", flush=True)
     best = job.checkpoint.best_model_score
     return float(best) if best is not None else None
+
+
+def versus_chance(score: float, chance: float, mode: str) -> str:
+    """"better than chance (0.1667)", or "no better than chance (0.1667)" for a model that learned nothing."""
+    if math.isnan(chance):
+        return "no chance level known"
+    better = score < chance if mode == "min" else score > chance
+    return f"{'better' if better else 'NO better'} than chance ({chance:.4f})"

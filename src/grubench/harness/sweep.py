@@ -21,11 +21,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
-from grubench.errors import GrubenchError, SweepFailed
+from grubench.errors import ConfigError, GrubenchError, SweepFailed
 
 if TYPE_CHECKING:
     from grubench.harness.tracking import Run, Store
@@ -112,10 +115,51 @@ def close_orphans(store: Store, parent_id: str, reason: str, wait_s: float = 10.
             child.set_status("KILLED")
 
 
+def covering_jobs(overrides: list[str]) -> list[list[str]]:
+    """Jobs of a basic sweep in which every swept value appears at least once, as few as that
+    takes: `a=1,2,3 b=4,5` -> [[a=1, b=4], [a=2, b=5], [a=3, b=4]] (not all 6 combinations: a
+    bad value is bad in any job, and composing a job costs about 0.1 s)."""
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    choices = []
+    for override in parser.parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([f"{key}={override.get_value_element_as_str()}"])
+    width = max((len(values) for values in choices), default=1)
+    return [[values[i % len(values)] for values in choices] for i in range(width)]
+
+
+def check_jobs(config: DictConfig) -> None:
+    """Compose and check the sweep's jobs (`covering_jobs`) before it opens anything: a bad value stops
+    the sweep with its one line, before a parent run, a store or a sweep folder exists. The jobs
+    are those Hydra's basic sweeper makes: `hydra.sweeper.params` (study presets), then the
+    command line."""
+    from grubench.config import check, hydra_error_line
+
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    try:
+        jobs = covering_jobs([*params, *config.hydra.overrides.task])
+        for overrides in jobs:
+            job = loader.load_sweep_config(config, overrides)
+            with read_write(job), open_dict(job):
+                job.pop("hydra")  # Hydra's node holds per-job values (hydra.job.num) not set yet
+            check(job)
+    except HydraException as error:  # Hydra turns a callback's exception into a warning: say it here
+        raise ConfigError(hydra_error_line(error, sweep=True)) from error
+
+
 class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
             return  # the search opens its parent after its own checks
+        try:
+            check_jobs(config)  # before MLflow loads: a refused value answers at once
+        except GrubenchError as error:
+            print(f"grubench: error: {error}", file=sys.stderr)
+            sys.exit(1)
         from grubench.harness import devices, tracking
         from grubench.harness.runs import tracked_run
 
@@ -155,4 +199,15 @@ class MultirunParent(Callback):
             print(f"grubench: error: {message}", file=sys.stderr)
             sys.exit(1)
         close_parent(None)
-        print(f"sweep finished: {len(jobs)} jobs, parent run {parent.id}\n  browse: {store.browse_hint()}")
+        print(f"sweep finished: {len(jobs)} jobs, parent run {parent.id}\n{browse_jobs(store, parent.id)}")
+
+
+def browse_jobs(store, parent_id: str) -> str:
+    """How to see the sweep's jobs: the runs-table view of their task metric (grubench.browse)."""
+    from grubench import browse
+
+    jobs = store.client.search_runs([store.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1)
+    tags = jobs[0].data.tags if jobs else {}
+    if "task/metric" not in tags:
+        return f"  browse: {store.browse_hint()}"
+    return browse.browse_lines(store, f"test/{tags['task/metric']}", tags.get("task/metric_mode", "min"))
