@@ -18,6 +18,10 @@ def main(cfg: DictConfig) -> float | None:
     from grubench.harness.sweep import mark_job_failed, multirun
 
     in_sweep = multirun()
+    from grubench.harness.budget import left_out_by_budget
+
+    if in_sweep and left_out_by_budget():  # a study past its time budget: train nothing
+        return None
     try:
         check(cfg)
         from grubench.train import sigterm_as_interrupt, train
