@@ -73,9 +73,10 @@ echo "== full study and report: $((SECONDS - started)) s"
 if [ -n "${OUT:-}" ]; then
   {
     echo "full study: exit $study_status, report exit $report_status, $((SECONDS - started)) s, budget $budget s"
-    grep -E "^study full|left out" "$log" | head -n 40
-    [ -f "$report_dir/left_out.md" ] && cat "$report_dir/left_out.md" | head -n 12
-    [ -f "$report_dir/report.md" ] && sed -n '1,60p' "$report_dir/report.md"
+    grep -E "^study full" "$log"
+    [ -f "$report_dir/report.md" ] && sed -n '1,15p' "$report_dir/report.md"
+    echo
+    [ -f "$report_dir/left_out.md" ] && cut -c 1-300 "$report_dir/left_out.md" | head -n 40
   } > "$OUT/full-summary.txt"
   db=${MLFLOW_TRACKING_URI#sqlite:///}
   (cd "$work" && pack full-logs.tar.gz "${sweep_dir#$work/}")
