@@ -54,3 +54,13 @@ def test_a_spent_budget_leaves_every_run_out_and_lists_them(tmp_path):
     (parent,) = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert parent.data.tags["study/left_out"] == "60" and parent.data.tags["study/started"] == "0"
     assert parent.data.tags["study/left_out_settings"].startswith("c3_cost model.hidden_size=1024 (budget): rnn@0,gru@0")
+
+
+def test_the_pack_launcher_runs_one_job_per_core_in_the_sweeps_order():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=pack"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.hydra.launcher.n_jobs == -1 and str(cfg.hydra.launcher.batch_size) == "1"
+    assert cfg.threads == 1
