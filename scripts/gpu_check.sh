@@ -45,17 +45,23 @@ if [ "$mode" = fetch ]; then
   grep -qx '/.whl/' "$(git rev-parse --git-path info/exclude)" 2>/dev/null \
     || echo '/.whl/' >> "$(git rev-parse --git-path info/exclude)"
   binary=() built=()
+  shown=$($PY -m pip show "${WHEELS[@]}" 2>/dev/null | tr 'A-Z' 'a-z' | sed -n 's/^name: //p; s/^version: //p' | paste - -)
   for name in "${WHEELS[@]}"; do
-    version=$($PY -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+    key=$(echo "$name" | tr 'A-Z_' 'a-z-')
+    version=$(echo "$shown" | tr '_' '-' | awk -v n="$key" '$1 == n {print $2}')
     [ -n "$version" ] || { echo "gpu_check: $name is not installed here" >&2; exit 1; }
+    normalized=$(echo "$name" | tr 'A-Z-' 'a-z_')
+    ls .whl | tr 'A-Z' 'a-z' | grep -q "^${normalized}-${version}-" && continue   # fetched before
     if [[ " ${SDIST_ONLY[*]} " == *" $name "* ]]; then built+=("$name==$version"); else binary+=("$name==$version"); fi
   done
   platforms=()
   for p in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1; do
     platforms+=(--platform "${p}_x86_64"); done
-  $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    "${platforms[@]}" -d .whl "${binary[@]}" || exit 1
-  $PY -m pip wheel -q --no-deps -w .whl "${built[@]}" || exit 1
+  if ((${#binary[@]})); then
+    $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      "${platforms[@]}" -d .whl "${binary[@]}" || exit 1
+  fi
+  if ((${#built[@]})); then $PY -m pip wheel -q --no-deps -w .whl "${built[@]}" || exit 1; fi
   echo "gpu_check: $(ls .whl/*.whl | wc -l) wheels, $(du -sh .whl | cut -f1) in .whl/; with the working tree:" \
        "$(( ($(du -sb .whl | cut -f1) + $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)) / 1048576 )) MiB of 64"
   exit 0
