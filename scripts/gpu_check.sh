@@ -16,7 +16,7 @@
 #                        bash scripts/reproduce.sh full --budget 360   (the second command)
 #   anywhere, no GPU:    bash scripts/gpu_check.sh --rehearse
 #                        (both commands' steps at toy size on the CPU, into the same $OUT
-#                        file names: check-* and full-*; about 2 minutes on 2 cores)
+#                        file names: check-* and full-*; the study one job at a time, 20 s)
 #
 # Uses `python3` (or $PYTHON); grubench runs from src/ when it is not installed.
 set -uo pipefail
@@ -81,7 +81,7 @@ if [ "$mode" = gpu ]; then
 else  # toy size on the CPU
   trainer=cpu toy=(trainer.max_epochs=1 trainer.limit_train_batches=5 trainer.limit_val_batches=2
                    trainer.limit_test_batches=2 dataset.limit=320 model.hidden_size=16)
-  overhead=(trainer=cpu trainer.limit_train_batches=15 model.hidden_size=16 --rounds 1) grid=(grid=tiny) grid_budget=10 limit=100
+  overhead=(trainer=cpu trainer.limit_train_batches=10 model.hidden_size=16 --rounds 1 --skip 2) grid=(grid=tiny) grid_budget=10 limit=100
 fi
 left() { echo $(( limit - (SECONDS - started) )); }
 
@@ -102,10 +102,9 @@ cat "$logs/preflight.log"
 # 1. The GPU tests (skipped without CUDA).
 timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$logs/tests.log" 2>&1
 tests_status=$?
-echo "== tests: exit $tests_status: $(tail -n 1 "$logs/tests.log")"
+echo "== tests: exit $tests_status: $(tail -n 1 "$logs/tests.log") ($((SECONDS - started)) s so far)"
 
-# 2. The main command in each precision, one after the other on the GPU (timed); at toy size
-#    side by side, to keep the rehearsal short.
+# 2. The main command in each precision, one after the other (each timed).
 main() {
   local precision=$1 t0=$SECONDS status=0
   timeout 120 $PY -m grubench +model=gru trainer=$trainer trainer.precision=$precision "${toy[@]}" \
@@ -115,18 +114,12 @@ main() {
   return $status
 }
 main_status=0
-if [ "$mode" = gpu ]; then
-  for precision in 32-true 16-mixed bf16-mixed; do main $precision || main_status=1; done
-else
-  pids=()
-  for precision in 32-true 16-mixed bf16-mixed; do main $precision & pids+=($!); done
-  for pid in "${pids[@]}"; do wait "$pid" || main_status=1; done
-fi
+for precision in 32-true 16-mixed bf16-mixed; do main $precision || main_status=1; done
 
 # 3. The harness against a plain loop, same model and steps.
 timeout 120 $PY -m grubench.bench.overhead "${overhead[@]}" > "$logs/overhead.log" 2>&1
 overhead_status=$?
-echo "== overhead: exit $overhead_status: $(grep median "$logs/overhead.log")"
+echo "== overhead: exit $overhead_status: $(grep median "$logs/overhead.log") ($((SECONDS - started)) s so far)"
 
 # 4. The bench grid, in what time is left of the 5 minutes.
 budget=$(( $(left) - 30 < grid_budget ? $(left) - 30 : grid_budget ))
@@ -134,7 +127,7 @@ budget=$(( $(left) - 30 < grid_budget ? $(left) - 30 : grid_budget ))
 timeout $((budget + 60)) $PY -m grubench.bench "${grid[@]}" budget_s=$budget progress=false output_dir="$work/bench" \
   tracking.uri="$MLFLOW_TRACKING_URI" hydra.run.dir="$work/bench_hydra" > "$logs/bench.log" 2>&1
 bench_status=$?
-echo "== bench grid ($budget s): exit $bench_status"
+echo "== bench grid ($budget s): exit $bench_status ($((SECONDS - started)) s so far)"
 
 # 5. The numbers to read, and the packed results.
 $PY scripts/gpu_summary.py "$work" > "$OUT/check-summary.txt" 2>&1
@@ -149,7 +142,7 @@ check_status=$(( tests_status || main_status || overhead_status || bench_status 
 
 if [ "$mode" = toy ]; then  # the second command, at toy size, into the same $OUT
   WORK_DIR=$work/full MLFLOW_TRACKING_URI=sqlite:///$work/full/mlflow.db \
-    bash scripts/reproduce.sh full --budget "${REHEARSE_BUDGET:-30}" --jobs 2 --rehearse > "$logs/full.log" 2>&1
+    bash scripts/reproduce.sh full --budget "${REHEARSE_BUDGET:-20}" --jobs 1 --rehearse > "$logs/full.log" 2>&1
   full_status=$?
   grep -E "^(study full|== full)" "$logs/full.log"
   echo "== rehearsal: check exit $check_status, full exit $full_status, $((SECONDS - started)) s; in $OUT: $(ls "$OUT" | tr '\n' ' ')"
