@@ -85,8 +85,8 @@ else  # toy size on the CPU
 fi
 left() { echo $(( limit - (SECONDS - started) )); }
 
-# 0. What this machine is.
-$PY - > "$logs/preflight.log" 2>&1 <<'PYEOF'
+# 0. What this machine is (beside the tests, which start at the same time).
+$PY - > "$logs/preflight.log" 2>&1 <<'PYEOF' &
 import importlib, torch
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 print(f"machine: torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, GPU {gpu}")
@@ -97,11 +97,13 @@ for name in ("hydra", "omegaconf", "mlflow", "pytorch_lightning", "torchmetrics"
     except Exception as error:
         print(f"  {name} missing: {type(error).__name__}: {error}")
 PYEOF
-cat "$logs/preflight.log"
+preflight=$!
 
 # 1. The GPU tests (skipped without CUDA).
 timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$logs/tests.log" 2>&1
 tests_status=$?
+wait $preflight
+cat "$logs/preflight.log"
 echo "== tests: exit $tests_status: $(tail -n 1 "$logs/tests.log") ($((SECONDS - started)) s so far)"
 
 # 2. The main command in each precision, one after the other (each timed).
