@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every claim study at one scale, then write the claims report.
 #
-#   scripts/reproduce.sh [small|full]
+#   scripts/reproduce.sh [small|full [--budget S] [--jobs N] [--rehearse]]
 #
 # small: sized so that all studies finish in about 30 minutes on a 2-core CPU.
 # full:  sized for one GPU, closer to the papers' settings.
@@ -14,6 +14,8 @@ case "$scale" in
   small|full) ;;
   *) echo "usage: scripts/reproduce.sh [small|full]" >&2; exit 2 ;;
 esac
+# full: every study as one anytime sweep on one machine, with --budget S (scripts/full_study.sh).
+[ "$scale" = full ] && exec bash "$(dirname "$0")/full_study.sh" "${@:2}"
 
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}
 studies=(c1_lengths c1_real c2_gradients c3_cost c4_gates c5_gru)

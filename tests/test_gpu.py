@@ -106,3 +106,56 @@ def test_harness_run_on_gpu_records_precision_and_dtype(tmp_path):
     assert run.data.tags["precision/trainer"] == "16-mixed"
     assert run.data.tags["precision/recurrent_dtype"] == "float16"
     assert run.data.tags["device/accelerator"].startswith("cuda")
+
+
+def test_callbacks_read_nothing_from_the_gpu_during_an_epoch():
+    from types import SimpleNamespace
+
+    from grubench.harness.callbacks import FiniteLoss, Throughput
+
+    throughput, guard = Throughput(), FiniteLoss(check_every=100)
+    module = SimpleNamespace(device=torch.device("cuda"))
+    trainer = SimpleNamespace(current_epoch=0, global_step=0, loggers=[])
+    x = torch.randn(64, 64, device="cuda")
+    throughput.on_train_epoch_start(trainer, module)
+    torch.cuda.set_sync_debug_mode("error")  # any host wait for the GPU raises
+    try:
+        for step in range(20):
+            trainer.global_step = step
+            throughput.on_train_batch_start(trainer, module, (x,), step)
+            loss = (x @ x).mean()
+            guard.on_before_backward(trainer, module, loss)
+            throughput.on_train_batch_end(trainer, module, None, (x,), step)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    throughput.on_train_epoch_end(trainer, module)  # the epoch's one read
+    assert throughput.summary["speed/step_ms"] > 0
+    assert throughput.summary["speed/train_samples_per_s"] > 0
+    guard.check()  # finite: no error
+
+
+def test_a_nan_loss_on_the_gpu_is_found_at_the_next_read():
+    from types import SimpleNamespace
+
+    from grubench.errors import Diverged
+    from grubench.harness.callbacks import FiniteLoss
+
+    guard = FiniteLoss(check_every=100)
+    trainer = SimpleNamespace(current_epoch=3, global_step=0)
+    for step, value in enumerate([1.0, float("nan"), 2.0]):
+        trainer.global_step = 40 + step
+        guard.on_before_backward(trainer, None, torch.tensor(value, device="cuda"))
+    with pytest.raises(Diverged, match=r"became nan at epoch 3, step 41"):
+        guard.on_save_checkpoint(trainer, None, {})
+
+
+def test_adding_data_drawn_on_the_gpu_is_the_adding_problem():
+    data = AddingDataModule(seq_len=30, train_size=256, val_size=16, test_size=16, generator_device="cuda")
+    data.setup()
+    x, y = data.splits["train"]
+    assert x.is_cuda and y.is_cuda
+    assert torch.equal(x[..., 1].sum(1), torch.full((256,), 2.0, device="cuda"))
+    assert torch.allclose((x[..., 0] * x[..., 1]).sum(1), y)
+    again = AddingDataModule(seq_len=30, train_size=256, val_size=16, test_size=16, generator_device="cuda")
+    again.setup()
+    assert torch.equal(again.splits["train"][0], x)  # reproducible from the seed

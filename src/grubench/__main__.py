@@ -36,6 +36,10 @@ def main(cfg: DictConfig) -> float | None:
 
     in_sweep = multirun()
     quiet(bool(cfg.get("verbose", False)))
+    from grubench.harness.budget import left_out_by_budget
+
+    if in_sweep and left_out_by_budget():  # a study past its time budget: train nothing
+        return None
     try:
         check(cfg)
         from grubench.train import sigterm_as_interrupt, train

@@ -8,7 +8,8 @@ The same model (same initial weights), data, batches and number of steps, traine
              open run), then `trainer.fit`
     plain    a PyTorch loop over the same batches: the task's loss, zero_grad, backward, gradient
              clipping as the trainer config asks, optimiser step; the same validation batches
-             under no_grad at the end of each epoch
+             under no_grad at the end of each epoch; on the device and in the precision the
+             trainer config asks for (`trainer=gpu`: CUDA, fp16 autocast with a gradient scaler)
 
 Both note the time at the start of every training step. A step's time is the interval to the
 start of the next step in the same epoch, so everything done between steps counts (data,
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import copy
-from functools import partial
 import io
 import itertools
 import pstats
@@ -99,13 +99,20 @@ def harness_trial(cfg: DictConfig, uri: str, extra_callbacks: list[pl.Callback] 
 def plain_trial(cfg: DictConfig, clock: str = "wall") -> dict:
     """The same training as `harness_trial` as a plain PyTorch loop (see the module docstring)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    device, low = plain_device(cfg.trainer)
     datamodule = build(cfg.dataset, "dataset")
-    model = build(cfg.model, "model", task=datamodule.spec)
+    model = build(cfg.model, "model", task=datamodule.spec).to(device)
     optimizer = build(cfg.optim, "optim", params=model.parameters())
-    loss_of = partial(loss_and_metric_inputs, model, datamodule.spec)  # the same loss, no Lightning machinery
     trainer = cfg.trainer
     clip = trainer.get("gradient_clip_val")
+    scaler = torch.amp.GradScaler(device.type, enabled=low is torch.float16)
+
+    def loss_of(batch):  # the same loss as the task's, no Lightning machinery
+        with torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
+            return loss_and_metric_inputs(model, datamodule.spec, batch)
+
     datamodule.setup()
+    datamodule.to_device(device)
     now = CLOCKS[clock]
     began = time.perf_counter()
     epochs = []
@@ -116,10 +123,12 @@ def plain_trial(cfg: DictConfig, clock: str = "wall") -> dict:
             starts.append(now())
             loss, _ = loss_of(batch)
             optimizer.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()
             if clip:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
         epochs.append(starts)
         model.eval()
         with torch.no_grad():
@@ -127,6 +136,16 @@ def plain_trial(cfg: DictConfig, clock: str = "wall") -> dict:
                 loss_of(batch)
     return {"epochs": epochs, "wall_s": time.perf_counter() - began,
             "steps": sum(len(e) for e in epochs)}
+
+
+def plain_device(trainer: DictConfig) -> tuple[torch.device, torch.dtype | None]:
+    """(the device, the autocast dtype or None) the trainer config `trainer` trains in."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    precision = str(trainer.get("precision", "32-true"))
+    low = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
+    return device, low
 
 
 def _limit(value) -> int | None:

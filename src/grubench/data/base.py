@@ -68,13 +68,16 @@ class TensorBatches:
             share = -(-n // world)
             order = order.repeat(-(-share * world // n))[: share * world][rank::world]
             n = share
+        # The order goes to the tensors' device once per pass: a copy from the host per batch
+        # would make the host wait for the GPU at every step.
+        on_device = None if order is None else order.to(self.tensors[0].device)
         for start in range(0, n, self.batch_size):
             if order is None:
                 index = slice(start, start + self.batch_size)
                 batch = tuple(t[index] for t in self.tensors)
             else:
                 index = order[start : start + self.batch_size]
-                batch = tuple(t[index.to(t.device)] for t in self.tensors)
+                batch = tuple(t[on_device[start : start + self.batch_size]] for t in self.tensors)
             if self.lengths is not None:
                 longest = int(self.lengths[index].max())
                 batch = tuple(t[:, :longest] for t in batch)

@@ -1,4 +1,13 @@
-"""Lightning callbacks that measure a run: speed and memory."""
+"""Lightning callbacks that measure a run and guard it: speed, memory, a finite loss.
+
+Neither makes the host wait for the GPU during an epoch. On a GPU, kernels run behind the
+Python code that launches them; a read of a GPU value on the host (`.item()`, `bool(tensor)`,
+`torch.cuda.synchronize`) stops the host until the GPU has caught up, and for the small
+recurrent models here that wait can cost more than the step's kernels. So step times come from
+CUDA events read once per epoch, and the finite-loss flag is kept on the device and read every
+`FiniteLoss.check_every` steps and before any checkpoint is written. On the CPU nothing runs
+behind the host: times are wall-clock times and the loss is checked at once.
+"""
 
 from __future__ import annotations
 
@@ -22,39 +31,49 @@ def peak_memory_mb(device: torch.device) -> float:
 class Throughput(pl.Callback):
     """Per training epoch, logs
 
-        speed/step_ms              median wall time of one optimiser step (forward, backward, update)
+        speed/step_ms              median time of one optimiser step (forward, backward, update)
         speed/train_samples_per_s  training samples / summed step time (validation excluded)
         speed/epoch_s              wall time of the epoch, validation included
         mem/peak_mb                peak memory so far (see `peak_memory_mb`)
 
-    On a GPU the step timer synchronises, so a step's time is its kernels' time, not its launch.
+    On a GPU a step's time is the time between two CUDA events recorded on the device's stream
+    at the step's start and end, read once at the end of the epoch (one wait per epoch, none
+    per step); on the CPU it is the wall-clock time of the step.
     """
 
     def __init__(self):
         self.step_seconds: list[float] = []
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self.samples = 0
         self.epoch_start = 0.0
-        self.step_start = 0.0
+        self.step_start: float | torch.cuda.Event = 0.0
         self.summary: dict[str, float] = {}
 
-    def _sync(self, pl_module: pl.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
     def on_train_epoch_start(self, trainer, pl_module):
-        self.step_seconds, self.samples = [], 0
+        self.step_seconds, self.events, self.samples = [], [], 0
         self.epoch_start = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._sync(pl_module)
-        self.step_start = time.perf_counter()
+        if pl_module.device.type == "cuda":
+            self.step_start = torch.cuda.Event(enable_timing=True)
+            self.step_start.record()
+        else:
+            self.step_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._sync(pl_module)
-        self.step_seconds.append(time.perf_counter() - self.step_start)
+        if isinstance(self.step_start, torch.cuda.Event):
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((self.step_start, end))
+        else:
+            self.step_seconds.append(time.perf_counter() - self.step_start)
         self.samples += len(batch[0])
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if self.events:  # the epoch's one wait for the GPU
+            self.events[-1][1].synchronize()
+            self.step_seconds = [start.elapsed_time(end) / 1000 for start, end in self.events]
+            self.events = []
         if not self.step_seconds:
             return
         self.summary = {
@@ -67,16 +86,69 @@ class Throughput(pl.Callback):
             logger.log_metrics(self.summary, step=trainer.global_step)
 
 
-
 class FiniteLoss(pl.Callback):
-    """Stops training with `Diverged` as soon as a training loss is NaN or infinite, so that a
-    diverging run ends FAILED with a clear message instead of training on garbage. The check
-    comes before the backward pass, so the bad loss never updates the weights; the checkpoints
-    written so far (best.ckpt, last.ckpt) are kept."""
+    """Stops training with `Diverged` when a training loss is NaN or infinite, so that a
+    diverging run ends FAILED with a clear message (the epoch, step and value of the first bad
+    loss) instead of training on garbage.
+
+    Its promise: no update made from a bad loss reaches a checkpoint. On the CPU (or with
+    `defer=False`) the loss is checked before its backward pass, so the bad loss never updates
+    the weights. On a GPU (`defer=True`) the check runs on the device: the step index and value
+    of the first bad loss are kept there, and read on the host every `check_every` steps, at the
+    end of every epoch and before any checkpoint is saved (`on_save_checkpoint` raises, so the
+    file is never written). Training may go on a few steps past the bad loss, but nothing it
+    does after it is kept: the checkpoints written so far (best.ckpt, last.ckpt) are the last
+    good ones.
+    """
+
+    def __init__(self, check_every: int = 100, defer: bool | None = None):
+        self.check_every = check_every
+        self.defer = defer                 # None: defer on a GPU only
+        self.steps: list[tuple[int, int]] = []   # (epoch, global step) of each unread step
+        self.first_bad: torch.Tensor | None = None   # on the device: index into `steps`, -1 if none
+        self.bad_value: torch.Tensor | None = None
+        self.index: torch.Tensor | None = None
 
     def on_before_backward(self, trainer, pl_module, loss):
-        if not torch.isfinite(loss).all():
-            raise Diverged(
-                f"training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                "lower optim.lr or set trainer.gradient_clip_val"
-            )
+        loss = loss.detach()
+        defer = self.defer if self.defer is not None else loss.device.type == "cuda"
+        if not defer:
+            if not torch.isfinite(loss).all():
+                raise self.diverged(loss.item(), trainer.current_epoch, trainer.global_step)
+            return
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self.bad_value = torch.zeros((), dtype=torch.float32, device=loss.device)
+            self.index = torch.zeros((), dtype=torch.long, device=loss.device)
+        newly_bad = ~torch.isfinite(loss).all() & (self.first_bad < 0)
+        self.first_bad = torch.where(newly_bad, self.index, self.first_bad)
+        self.bad_value = torch.where(newly_bad, loss.float(), self.bad_value)
+        self.index += 1
+        self.steps.append((trainer.current_epoch, trainer.global_step))
+        if len(self.steps) >= self.check_every:
+            self.check()
+
+    def check(self) -> None:
+        """Read the device's flag (one wait for the GPU); raise `Diverged` if a loss was bad."""
+        if self.first_bad is None or not self.steps:
+            return
+        first = int(self.first_bad)
+        if first >= 0:
+            epoch, step = self.steps[first]
+            raise self.diverged(float(self.bad_value), epoch, step)
+        self.steps.clear()
+        self.index.zero_()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.check()
+
+    def on_validation_start(self, trainer, pl_module):
+        self.check()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.check()
+
+    @staticmethod
+    def diverged(value: float, epoch: int, step: int) -> Diverged:
+        return Diverged(f"training loss became {value} at epoch {epoch}, step {step}; "
+                        "lower optim.lr or set trainer.gradient_clip_val")

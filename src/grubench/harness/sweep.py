@@ -156,7 +156,8 @@ class MultirunParent(Callback):
         if searching(config):
             return  # the search opens its parent after its own checks
         try:
-            check_jobs(config)  # before MLflow loads: a refused value answers at once
+            if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # the study checks its own
+                check_jobs(config)  # before MLflow loads: a refused value answers at once
         except GrubenchError as error:
             print(f"grubench: error: {error}", file=sys.stderr)
             sys.exit(1)
