@@ -38,6 +38,8 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"no {group} config: choose one with {group}=NAME, one of: {', '.join(choices(group))}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if cfg.get("test_weights", "best") not in ("best", "last"):
+        raise ConfigError(f"test_weights must be best or last, got {cfg.test_weights!r}")
     threads = cfg.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0):
         raise ConfigError(f"threads must be a positive integer or null, got {threads!r}")

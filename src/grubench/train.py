@@ -2,7 +2,7 @@
 
     check config -> build data set, model, optimiser (bad values stop here, before any run)
       -> open the MLflow run (params, tags, config artifacts)
-      -> set up data -> Trainer.fit -> Trainer.test on the best checkpoint
+      -> set up data -> Trainer.fit -> Trainer.test on the best checkpoint (test_weights=last: the final weights)
       -> record speed, memory, precision, checkpoint, job log -> close the run
 
 The run ends FINISHED, FAILED (error tag and traceback artifact) or KILLED (Ctrl-C, SIGTERM).
@@ -29,7 +29,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 
 from grubench import checkpointing, devices, guards, tracking
 from grubench import resume as resuming
-from grubench.callbacks import FiniteLoss, Throughput
+from grubench.callbacks import FiniteLoss, SolveStep, Throughput
 from grubench.config import ConfigError, GrubenchError, build, check
 from grubench.data.base import SequenceDataModule
 from grubench.gradflow import GradientFlow
@@ -84,6 +84,14 @@ def run_name(cfg: DictConfig, model_name: str, dataset_name: str, overrides: lis
     return "-".join([model_name, dataset_name, *extra])
 
 
+def study_name() -> str:
+    """The experiment preset the run comes from (`+experiment=NAME`), "" without one: the
+    report keeps each study's runs apart from runs made with other settings."""
+    if not HydraConfig.initialized():
+        return ""
+    return str(HydraConfig.get().runtime.choices.get("experiment") or "")
+
+
 def multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
 
@@ -127,7 +135,7 @@ def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> 
                                  mode=spec.metric_mode, save_top_k=1)
     resume_point = checkpointing.ResumePoint(checkpoint_dir)  # last.ckpt
     throughput = Throughput()
-    callbacks = [resume_point, checkpoint, throughput, FiniteLoss()]
+    callbacks = [resume_point, checkpoint, throughput, FiniteLoss(), SolveStep(spec.name, spec.metric)]
     if cfg.gradient_flow:
         callbacks.append(GradientFlow())
     if cfg.trainer.get("enable_progress_bar", True):
@@ -173,6 +181,7 @@ def train(cfg: DictConfig) -> float | None:
         "claims": ",".join(cfg.get("claims") or []),
         "overrides": " ".join(overrides),
         "seed": cfg.seed,
+        "study": study_name(),
         "checkpoint_dir": job.resume_point.path.parent.resolve(),
     }
     parent = parent_run_id()
@@ -256,7 +265,8 @@ def fit_and_test(cfg: DictConfig, client, run_id: str, uri: str, job: Job, overr
     job.datamodule.setup()
     tracking.set_tags(client, run_id, {f"data/{key}": value for key, value in job.datamodule.describe().items()})
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
-    ckpt = "best" if job.checkpoint.best_model_path else None
+    # test_weights=last tests the final weights, as the papers do (no checkpoint selection)
+    ckpt = "best" if job.checkpoint.best_model_path and cfg.get("test_weights", "best") == "best" else None
     results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
                                weights_only=True)[0]
 
