@@ -151,7 +151,7 @@ def share_rule(outcomes: list[str], wins=(BETTER,)) -> tuple[str, str]:
     why = ", ".join(f"{n} {reason}" for reason, n in skipped.items())
     if len(decisive) < MIN_SETTINGS:
         return INCONCLUSIVE, (f"{len(decisive)} decisive settings ({MIN_SETTINGS} needed; "
-                              + (f"inconclusive: {why})" if why else "no runs)"))
+                              + (f"inconclusive: {why})" if why else "no setting has runs of both models)"))
     won = sum(o in wins for o in decisive)
     share = won / len(decisive)
     verdict = SUPPORTED if share >= 2 / 3 else NOT_SUPPORTED if share <= 1 / 3 else MIXED
