@@ -23,6 +23,7 @@ from grubench.report import plots
 from grubench.report.evidence import claim_runs, load_curves, load_runs, training_runs
 from grubench.report.verdicts import CLAIMS, PUBLISHED, RULES, Verdict, all_verdicts
 
+VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#cf222e", "mixed": "#bc4c00", "inconclusive": "#6e7781"}
 CURVES = {"C1": "C1: validation score while training (mean, band: lowest to highest seed)",
           "C4": "C4: LSTM gate ablations while training", "C5": "C5: GRU and LSTM while training"}
 
@@ -58,7 +59,8 @@ def detail_table(verdict: Verdict) -> list[str]:
     columns = list(dict.fromkeys(k for row in verdict.rows for k in row if k not in ("study", "outcome")))
     columns += ["outcome", "study"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in verdict.rows]
+    short = {"study": lambda text: text.split(" [")[0]}  # the budget is named once, under "Rests on"
+    lines += ["| " + " | ".join(cell(short.get(c, str)(row.get(c, ""))) for c in columns) + " |" for row in verdict.rows]
     return lines
 
 
@@ -128,11 +130,14 @@ def to_html(md_text: str, out: Path) -> str:
         elif line.strip():
             body.append(f"<p>{inline(line)}</p>")
     flush_table()
+    html_body = "".join(body)
+    for verdict, colour in VERDICT_COLOURS.items():  # the verdict words stand out by colour
+        html_body = html_body.replace(f"<b>{verdict}</b>", f'<b style="color:{colour}">{verdict}</b>')
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
              "vertical-align:top;font-size:90%}th{background:#f0f0f0}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>grubench claims report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+            f"<style>{style}</style></head><body>{html_body}</body></html>\n")
 
 
 def inline(text: str) -> str:

@@ -114,8 +114,9 @@ def ablations(runs: pd.DataFrame, path: Path) -> Path | None:
     if runs.empty:
         return None
     settings = sorted(runs["setting"].unique())
-    models = [m for m in ("lstm", "lstm_nfg", "lstm_nig", "lstm_nog", "lstm_cifg", "janet")
-              if m in set(runs["tags.model"])]
+    known = ("lstm", "lstm_nfg", "lstm_nig", "lstm_nog", "lstm_cifg", "janet")
+    present = set(runs["tags.model"])
+    models = [m for m in known if m in present] + sorted(present - set(known))  # e.g. lstm_fb1 beside them
     fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.8), squeeze=False)
     for ax, setting in zip(axes[0], settings):
         part = runs[runs["setting"] == setting]

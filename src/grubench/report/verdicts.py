@@ -342,7 +342,8 @@ def literature(v: Verdict) -> str:
         parts.append("Likely reason: " + ("; ".join(found) if found else "no runs for this claim") + ".")
     elif against:
         parts.append(f"Against the claim: {', '.join(against)}.")
-    parts.append(f"Protocol: {PROTOCOL[v.claim]}; ours: {', '.join(v.studies) or 'no study'}.")
+    ours = ", ".join(dict.fromkeys(s.split(" [")[0] for s in v.studies)) or "no study"
+    parts.append(f"Protocol: {PROTOCOL[v.claim]}; ours: {ours} (budgets under the claim).")
     return " ".join(parts)
 
 
