@@ -50,6 +50,8 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
         if len(chance):
             ax.axhline(chance.iloc[0], color="grey", linestyle="--", label="chance")
         ax.set_xscale("log")
+        if metric == "mse":  # solved runs sit at 1e-4 and chance at 0.17: only a log scale shows both
+            ax.set_yscale("log")
         ax.set_title(f"{dataset}: test score vs sequence length")
         ax.set_xlabel("sequence length T (time steps)")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))

@@ -92,7 +92,9 @@ PUBLISHED = {
 EXPECTED = {"C1": SUPPORTED, "C2": SUPPORTED, "C3": SUPPORTED, "C4": SUPPORTED, "C5": SUPPORTED}
 PROTOCOL = {
     "C1": "the papers train 100-128 units for tens of thousands of steps on real sequences of 784 steps",
-    "C2": "the papers reason about gradients over hundreds of steps",
+    "C2": "the papers reason about gradients over hundreds of steps; the LSTM here starts with PyTorch's "
+          "forget-gate bias around 0, so its cell passes about half the gradient per step at initialisation "
+          "(Jozefowicz et al. 2015 set that bias to 1)",
     "C3": "the published times are cuDNN kernels at hidden 512-2048 on a GPU; small CPU models are dominated "
           "by per-step overheads",
     "C4": "JANET was trained on (permuted) MNIST for 100s of epochs with chrono initialisation; Greff et al. "
@@ -342,6 +344,10 @@ def literature(v: Verdict) -> str:
         parts.append("Likely reason: " + ("; ".join(found) if found else "no runs for this claim") + ".")
     elif against:
         parts.append(f"Against the claim: {', '.join(against)}.")
+        ties = sum(r["outcome"] == TIE for r in v.rows)
+        if ties:
+            parts.append(f"{ties} of these are ties: the 95% intervals over seeds overlap, and more seeds would "
+                         "narrow them.")
     ours = ", ".join(dict.fromkeys(s.split(" [")[0] for s in v.studies)) or "no study"
     parts.append(f"Protocol: {PROTOCOL[v.claim]}; ours: {ours} (budgets under the claim).")
     return " ".join(parts)
