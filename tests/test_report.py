@@ -274,13 +274,21 @@ def test_solve_step_on_real_tiny_runs(store):
     runs = load_runs(store).set_index("tags.dataset")
     digits, adding = runs.loc["digits"], runs.loc["adding"]
     assert digits["metrics.train/steps"] == 3 and adding["metrics.train/steps"] == 3  # 3 epochs of 1 batch
-    # digits has no absolute level: solved within 1 point of the run's best validation accuracy,
-    # first reached at one of its three validations
+    # digits has no absolute level: solved within 1 point of the run's best validation accuracy
+    # (if that beat chance by the margin), first reached at one of its three validations
     # (Lightning logs an epoch's validation metrics at the step before the epoch's last: 0, 1, 2)
     history = [(m.step + 1, m.value) for m in MlflowClient(store).get_metric_history(digits["run_id"], "val/acc")]
     assert [step for step, _ in history] == [1, 2, 3]
-    assert digits["metrics.solve/solved"] == 1
-    assert digits["metrics.solve/step"] == levels.first_solved(history, "digits", "acc")
+    expected = levels.first_solved(history, "digits", "acc", chance=0.1)
+    assert digits["metrics.solve/solved"] == (expected is not None)
+    step = digits.get("metrics.solve/step", math.nan)
+    assert math.isnan(step) if expected is None else step == expected
     # 3 steps of a width-8 GRU cannot bring the adding task's MSE to 0.01: recorded as never solved
     assert adding["metrics.solve/solved"] == 0
     assert math.isnan(adding.get("metrics.solve/step", math.nan))
+
+
+def test_a_run_that_never_beat_chance_solved_nothing():
+    flat = [(100, 0.10), (200, 0.11), (300, 0.10)]  # MNIST-1D accuracy at chance (0.1) throughout
+    assert levels.first_solved(flat, "mnist1d", "acc", chance=0.1) is None
+    assert levels.first_solved(flat, "mnist1d", "acc") == 100  # chance unknown: relative to its best

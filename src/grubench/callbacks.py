@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import time
@@ -98,8 +99,8 @@ class SolveStep(pl.Callback):
     run counts from the validations it saw after resuming.
     """
 
-    def __init__(self, dataset: str, metric: str):
-        self.dataset, self.metric = dataset, metric
+    def __init__(self, dataset: str, metric: str, chance: float = math.nan):
+        self.dataset, self.metric, self.chance = dataset, metric, chance
         self.history: list[tuple[int, float]] = []
 
     def on_validation_end(self, trainer, pl_module):
@@ -116,7 +117,7 @@ class SolveStep(pl.Callback):
 
         metrics = {"train/steps": float(trainer.global_step)}
         if self.history:
-            step = first_solved(self.history, self.dataset, self.metric)
+            step = first_solved(self.history, self.dataset, self.metric, self.chance)
             metrics["solve/solved"] = float(step is not None)
             if step is not None:
                 metrics["solve/step"] = float(step)

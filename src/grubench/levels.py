@@ -23,7 +23,8 @@ Rules and their reasons:
                    copy    acc >= 0.99       (recall of the 10 symbols almost perfect)
                    other   within SOLVED_WITHIN (1 point of accuracy, 1% of NLL or MSE) of the
                            run's own best validation score: real data sets have no known
-                           ceiling, so "solved" means "reached the level it ends at"
+                           ceiling, so "solved" means "reached the level it ends at" (and
+                           a run whose best never beat chance by the margin solved nothing)
                  `solve/step` is the first optimiser step whose validation score is solved.
 
     ceiling      the tasks with a known best score have a ceiling, the solved level itself:
@@ -97,12 +98,17 @@ def solved_level(dataset: str, metric: str, best: float | None = None) -> float:
     return best * (1 + within) if best >= 0 else best * (1 - within)
 
 
-def first_solved(history: list[tuple[int, float]], dataset: str, metric: str) -> int | None:
-    """The first step of `history` [(step, validation score), ...] whose score is solved, or None."""
+def first_solved(history: list[tuple[int, float]], dataset: str, metric: str,
+                 chance: float = math.nan) -> int | None:
+    """The first step of `history` [(step, validation score), ...] whose score is solved, or None.
+    Where the level is relative to the run's best, a run whose best never beat `chance` by the
+    margin solved nothing (its best is chance itself)."""
     scores = [v for _, v in history if not math.isnan(v)]
     if not scores:
         return None
     best = max(scores) if higher_is_better(metric) else min(scores)
+    if ceiling(dataset, metric) is None and not learned(best, chance, metric):
+        return None
     level = solved_level(dataset, metric, best)
     for step, value in history:
         if math.isnan(value):

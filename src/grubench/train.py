@@ -135,7 +135,8 @@ def build_job(cfg: DictConfig, uri: str, checkpoint_dir: Path | None = None) -> 
                                  mode=spec.metric_mode, save_top_k=1)
     resume_point = checkpointing.ResumePoint(checkpoint_dir)  # last.ckpt
     throughput = Throughput()
-    callbacks = [resume_point, checkpoint, throughput, FiniteLoss(), SolveStep(spec.name, spec.metric)]
+    callbacks = [resume_point, checkpoint, throughput, FiniteLoss(),
+                 SolveStep(spec.name, spec.metric, spec.chance.get(spec.metric, math.nan))]
     if cfg.gradient_flow:
         callbacks.append(GradientFlow())
     if cfg.trainer.get("enable_progress_bar", True):
