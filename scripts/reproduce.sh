@@ -5,7 +5,8 @@
 #
 # With STUDY names (e.g. c4_gates c5_gru) only those studies run, then the report; the report
 # always reads the whole store, so studies run earlier still count.
-# small: sized so that all studies finish in under 30 minutes on a quiet 2-core CPU, two jobs at
+# small: sized for about 30 minutes on a quiet 2-core CPU (not yet measured quiet: on a machine
+#        shared with other jobs, load average 5-10, it took 68 minutes), two jobs at
 #        a time (one thread each), with the budget spent on the settings that decide each claim;
 #        C2 reads the gradient flow of the C1 length study's runs. The studies that decide the
 #        most claims run first, so a run cut short has decided as many claims as it could.

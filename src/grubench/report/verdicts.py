@@ -179,8 +179,8 @@ def model_cells(runs: pd.DataFrame, setting: str) -> dict[str, str]:
         text = str(Summary.of(group["score"]))
         if "metrics.solve/solved" in group and group["metrics.solve/solved"].notna().any():
             # a run at chance has not solved anything, whatever its relative level says
-            learned = [levels.learned(score, chance, metric) for score, chance, metric in
-                       zip(group["score"], group["chance"], group["tags.task/metric"])]
+            learned = pd.Series([levels.learned(score, chance, metric) for score, chance, metric in
+                                 zip(group["score"], group["chance"], group["tags.task/metric"])], index=group.index)
             solved = group[(group["metrics.solve/solved"] == 1) & learned]
             text += f"; solved {len(solved)}/{len(group)}"
             if len(solved):
