@@ -40,7 +40,7 @@ if $rehearse || ! $PY -c "import music21" 2>/dev/null; then
   # The GPU machine has no music21; the rehearsal leaves them out too: two jobs parsing the
   # corpus at once have failed here reading a compressed file (zlib error -5), not yet solved.
   echo "full study: the Bach chorales are left out (no music21 here, or a rehearsal)"
-  args+=("hydra.sweeper.leave_out=[dataset=chorales]")
+  args+=('hydra.sweeper.leave_out=["dataset=chorales"]')
 fi
 if $rehearse; then  # toy size: every job a few batches of a width-8 model
   args+=(trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=1 trainer.limit_test_batches=1

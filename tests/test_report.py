@@ -5,20 +5,25 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
+from grubench import levels
 from grubench.harness import tracking
 from grubench.report.__main__ import main as report_main
 from grubench.report.evidence import Summary, claim_runs, compare, load_runs
-from grubench.report.verdicts import MIXED, NOT_ENOUGH, NOT_SUPPORTED, SUPPORTED, c1, c2, c3, c4, c5
+from grubench.report.verdicts import (AT_CEILING, BETTER, INCONCLUSIVE, MIXED, NOT_SUPPORTED, SUPPORTED, TIE,
+                                      TOO_FEW_SEEDS, UNDERTRAINED, WORSE, c1, c2, c3, c4, c5, judge)
 from grubench.train import train
 from tests.conftest import compose_config
 
+CHANCE = {"mse": 1 / 6, "acc": 0.125}
 
-def record(store, claim, model, dataset, length, seed, score, metric="mse", mode="min", width=64, **metrics):
+
+def record(store, claim, model, dataset, length, seed, score, metric="mse", mode="min", width=64, study="",
+           epochs=12, **metrics):
     """Log one finished run the way a training run tags it, with chosen numbers."""
     run = store.create_run(None, {
         "claims": claim, "model": model, "dataset": dataset, "seed": str(seed), "task/metric": metric,
-        "task/metric_mode": mode, "task/seq_len": str(length), "task/chance": "0.1667"})
-    run.log_params({"dataset/seq_len": length, "model/hidden_size": width})
+        "task/metric_mode": mode, "task/seq_len": str(length), "task/chance": str(CHANCE[metric]), "study": study})
+    run.log_params({"dataset/seq_len": length, "model/hidden_size": width, "trainer/max_epochs": epochs})
     run.log_metrics({f"test/{metric}": score, **metrics})
     run.set_status("FINISHED")
 
@@ -27,9 +32,10 @@ def record(store, claim, model, dataset, length, seed, score, metric="mse", mode
 def fill(store):
     opened = tracking.Store.open(store, "claims")
 
-    def add(claim, model, length, scores, dataset="adding", width=64, **metrics):
+    def add(claim, model, length, scores, dataset="adding", width=64, metric="mse", study="", epochs=12, **metrics):
         for seed, score in enumerate(scores):
-            record(opened, claim, model, dataset, length, seed, score, width=width,
+            record(opened, claim, model, dataset, length, seed, score, width=width, study=study,
+                   epochs=epochs, metric=metric, mode="max" if metric == "acc" else "min",
                    **{k: v[seed] for k, v in metrics.items()})
 
     return add
@@ -50,21 +56,25 @@ def test_compare_needs_the_interval_of_the_difference_to_exclude_zero():
     assert compare(Summary.of([0.1]), high, False) == "unknown"
 
 
-def test_c1_supported_mixed_not_supported_and_not_enough(store, fill):
-    assert c1(load_runs(store)).verdict == NOT_ENOUGH
+def test_c1_supported_mixed_and_inconclusive(store, fill):
+    assert c1(load_runs(store)).verdict == INCONCLUSIVE
     fill("C1", "lstm", 20, [0.01, 0.02, 0.015])
     fill("C1", "rnn", 20, [0.15, 0.16, 0.17])
-    assert c1(load_runs(store)).verdict == NOT_ENOUGH  # one setting is not enough
+    assert c1(load_runs(store)).verdict == INCONCLUSIVE  # one decisive setting is not enough
     fill("C1", "lstm", 50, [0.02, 0.03, 0.025])
     fill("C1", "rnn", 50, [0.16, 0.17, 0.165])
     assert c1(load_runs(store)).verdict == SUPPORTED
-    fill("C1", "lstm", 100, [0.16, 0.17, 0.18])
+    fill("C1", "lstm", 100, [0.12, 0.13, 0.125])
     fill("C1", "rnn", 100, [0.01, 0.012, 0.011])
-    fill("C1", "lstm", 200, [0.16, 0.17, 0.18])
+    fill("C1", "lstm", 200, [0.16, 0.17, 0.18])  # neither model learned: counts for nothing
     fill("C1", "rnn", 200, [0.16, 0.18, 0.17])
+    fill("C1", "lstm", 300, [0.08, 0.09, 0.10])
+    fill("C1", "rnn", 300, [0.01, 0.012, 0.011])
     verdict = c1(load_runs(store))
-    assert verdict.verdict == MIXED  # better on 2 of 4 settings
-    assert "2 of 4 settings" in verdict.evidence
+    assert verdict.verdict == MIXED  # better on 2 of 4 decisive settings
+    assert "2 of 4 decisive settings (1 undertrained inconclusive)" in verdict.evidence
+    assert not any(d.startswith("adding T=200") for d in verdict.decisive) and len(verdict.decisive) == 4
+    assert [r["outcome"] for r in verdict.rows] == [BETTER, BETTER, WORSE, UNDERTRAINED, WORSE]
 
 
 def test_c1_not_supported_when_the_rnn_is_as_good(store, fill):
@@ -81,7 +91,8 @@ def test_a_seed_rerun_counts_once_and_single_seeds_are_not_enough(store, fill):
     fill("C1", "rnn", 50, [0.2])
     runs = claim_runs(load_runs(store), "C1")
     assert len(runs) == 4
-    assert c1(load_runs(store)).verdict == NOT_ENOUGH
+    verdict = c1(load_runs(store))
+    assert verdict.verdict == INCONCLUSIVE and "2 too few seeds" in verdict.evidence
     fill("C1", "lstm", 20, [0.02])  # seed 0 again: replaces the first
     assert len(claim_runs(load_runs(store), "C1")) == 4
 
@@ -89,9 +100,15 @@ def test_a_seed_rerun_counts_once_and_single_seeds_are_not_enough(store, fill):
 def test_c2_reads_gradient_decay_at_both_stages(store, fill):
     fill("C2", "lstm", 50, [0, 0, 0], **{"grad/decay_log10_init": [-1.0, -1.1, -0.9], "grad/decay_log10_trained": [-0.5, -0.6, -0.4]})
     fill("C2", "rnn", 50, [0, 0, 0], **{"grad/decay_log10_init": [-8.0, -7.5, -8.2], "grad/decay_log10_trained": [-6.0, -5.5, -6.1]})
+    # at length 200 neither model learned: the gradients after training say nothing, at initialisation they do
+    fill("C2", "lstm", 200, [0.167, 0.168, 0.166], **{"grad/decay_log10_init": [-2.0, -2.1, -1.9],
+                                                      "grad/decay_log10_trained": [-1.0, -1.1, -0.9]})
+    fill("C2", "rnn", 200, [0.166, 0.169, 0.167], **{"grad/decay_log10_init": [-9.0, -9.5, -9.2],
+                                                     "grad/decay_log10_trained": [-9.0, -9.5, -9.2]})
     verdict = c2(load_runs(store))
     assert verdict.verdict == SUPPORTED
-    assert "2 of 2 settings" in verdict.evidence
+    assert "3 of 3 decisive settings (1 undertrained inconclusive)" in verdict.evidence
+    assert "adding T=200 (trained): inconclusive (undertrained)" in [f"{r['setting']}: {r['outcome']}" for r in verdict.rows]
 
 
 def test_c3_and_c5_use_parameters_and_step_time(store, fill):
@@ -113,7 +130,7 @@ def test_widths_of_one_study_are_settings_of_their_own(store, fill):
         fill("C3", "rnn", 100, [0.1] * 3, width=width, **{"speed/step_ms": [5, 6, 5.5], "params/recurrent": [1] * 3})
     verdict = c3(load_runs(store))
     assert [r["setting"] for r in verdict.rows] == ["adding T=100 H=64", "adding T=100 H=256"]
-    assert all(r["lstm"].n == 3 for r in verdict.rows)
+    assert all("(n=3)" in r["lstm"] for r in verdict.rows)
 
 
 def test_c4_needs_both_the_forget_gate_and_janet(store, fill):
@@ -123,8 +140,10 @@ def test_c4_needs_both_the_forget_gate_and_janet(store, fill):
         fill("C4", "lstm_nig", length, [0.03, 0.04, 0.035])
         fill("C4", "lstm_nog", length, [0.03, 0.02, 0.025])
         fill("C4", "janet", length, [0.02, 0.025, 0.03])
+        fill("C4", "lstm_fb1", length, [0.01, 0.02, 0.015])  # another model in the study: shown, decides nothing
     verdict = c4(load_runs(store))
     assert verdict.verdict == MIXED  # (a) supported, (b) JANET ties: not supported
+    assert all("lstm_fb1" in row for row in verdict.rows)
     assert "(a)" in verdict.evidence and "supported" in verdict.evidence
 
 
@@ -140,14 +159,16 @@ def test_report_from_real_tiny_runs(tmp_path, store):
     lstm_4 = runs[(runs["tags.model"] == "lstm") & (runs["length"] == 4)]["score"]
     verdict = c1(load_runs(store))
     row = next(r for r in verdict.rows if r["setting"] == "adding T=4")
-    assert row["lstm"].mean == pytest.approx(lstm_4.mean())
-    assert row["lstm"].n == 2
-    assert verdict.verdict in (SUPPORTED, NOT_SUPPORTED, MIXED)
+    assert row["lstm"].startswith(f"{lstm_4.mean():.4g} ± ") and "(n=2)" in row["lstm"]
+    assert verdict.verdict == INCONCLUSIVE  # one debug epoch: no model beats chance, nothing is decided
+    assert "undertrained" in verdict.evidence
 
     out = tmp_path / "report"
-    assert report_main(["--uri", store, "--out", str(out)]) == 0
+    assert report_main([f"tracking.uri={store}", "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "| C1 |" in text and "not enough runs" in text  # C2..C5 have no runs here
+    assert "| C1 |" in text and "inconclusive" in text  # C2..C5 have no runs here
+    assert "nan" not in text.lower()
+    assert (out / "c1_curves.png").stat().st_size > 10_000
     assert (out / "c1_score_vs_length.png").stat().st_size > 10_000
     assert "data:image/png;base64," in (out / "report.html").read_text()
     (report_run,) = [r for r in MlflowClient(store).search_runs(
@@ -158,5 +179,114 @@ def test_report_from_real_tiny_runs(tmp_path, store):
 
 
 def test_report_without_a_store_is_one_line(tmp_path, capsys):
-    assert report_main(["--uri", str(tmp_path / "none.db"), "--out", str(tmp_path / "r")]) == 1
+    assert report_main([f"tracking.uri={tmp_path / 'none.db'}", "--out", str(tmp_path / "r")]) == 1
     assert "no MLflow store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("a, b, steps_a, steps_b, expected", [
+    ([0.01, 0.02, 0.015], [0.15, 0.16, 0.17], None, None, BETTER),              # only a learned, clearly
+    ([0.15, 0.16, 0.17], [0.01, 0.02, 0.015], None, None, WORSE),
+    ([0.05, 0.06, 0.055], [0.06, 0.05, 0.055], None, None, TIE),                # both learned, the same
+    ([0.166, 0.168, 0.17], [0.165, 0.167, 0.16], None, None, UNDERTRAINED),     # both at chance
+    ([0.004, 0.005, 0.006], [0.005, 0.004, 0.006], [700, 710, 690], [705, 690, 700], AT_CEILING),
+    ([0.004, 0.005, 0.006], [0.005, 0.004, 0.006], [300, 310, 290], [900, 1000, 950], BETTER),  # faster there
+    ([0.004, 0.005, 0.006], [0.005, 0.004, 0.006], [900, 1000, 950], [300, 310, 290], WORSE),
+    ([0.01], [0.16, 0.17], None, None, TOO_FEW_SEEDS),                          # one seed
+    ([0.01, 0.16, 0.17], [0.16, 0.17, 0.165], None, None, TOO_FEW_SEEDS),       # learned in one seed of three
+])
+def test_every_outcome_on_the_adding_task(a, b, steps_a, steps_b, expected):
+    steps = [Summary.of(s) if s else None for s in (steps_a, steps_b)]
+    assert judge(Summary.of(a), Summary.of(b), False, "adding", "mse", 1 / 6, *steps) == expected
+
+
+def test_outcomes_on_accuracy_use_the_margin_and_the_ceiling():
+    chance, rival = 0.125, Summary.of([0.13, 0.12, 0.125])
+    assert judge(Summary.of([0.15, 0.16, 0.14]), rival, True, "copy", "acc", chance) == UNDERTRAINED
+    assert judge(Summary.of([0.40, 0.42, 0.41]), rival, True, "copy", "acc", chance) == BETTER
+    top, steps = Summary.of([0.995, 0.999, 1.0]), Summary.of([500, 600, 550])
+    assert judge(top, top, True, "copy", "acc", chance, steps, steps) == AT_CEILING
+    # real data sets have no ceiling: two high scores are compared as scores
+    assert judge(top, Summary.of([0.90, 0.91, 0.905]), True, "mnist1d", "acc", 0.1) == BETTER
+
+
+def test_first_solved_absolute_and_relative_levels():
+    assert levels.first_solved([(100, 0.16), (200, 0.009), (300, 0.002)], "adding", "mse") == 200
+    assert levels.first_solved([(100, 0.16), (200, 0.05)], "adding", "mse") is None
+    assert levels.first_solved([(100, 0.5), (200, 0.90), (300, 0.905)], "mnist1d", "acc") == 200
+    assert levels.first_solved([(100, 0.5), (200, 0.88), (300, 0.905)], "mnist1d", "acc") == 300
+
+
+def test_a_claim_with_too_few_decisive_settings_is_inconclusive_and_says_why(store, fill):
+    for length in (100, 200):
+        fill("C1", "lstm", length, [0.167, 0.168, 0.166])
+        fill("C1", "rnn", length, [0.166, 0.169, 0.167])
+    fill("C1", "lstm", 10, [0.004, 0.005, 0.006], **{"solve/step": [400, 420, 410], "solve/solved": [1, 1, 1]})
+    fill("C1", "rnn", 10, [0.005, 0.004, 0.006], **{"solve/step": [410, 400, 420], "solve/solved": [1, 1, 1]})
+    verdict = c1(load_runs(store))
+    assert verdict.verdict == INCONCLUSIVE
+    assert "2 undertrained" in verdict.evidence and "1 at ceiling" in verdict.evidence
+    assert verdict.decisive == []
+    assert "no model beat chance" in verdict.literature
+    assert "solved 3/3 by step 410" in verdict.rows[0]["lstm"]
+
+
+def test_runs_of_another_budget_or_no_preset_never_stand_in_for_a_study(store, fill):
+    for length in (10, 30):
+        fill("C1", "lstm", length, [0.01, 0.02, 0.015], study="small/c1_lengths", epochs=25)
+        fill("C1", "rnn", length, [0.15, 0.16, 0.17], study="small/c1_lengths", epochs=25)
+    # later, a quick sweep of the same settings, models and seeds without the preset
+    for length in (10, 30):
+        fill("C1", "lstm", length, [0.87, 0.80], epochs=1)
+        fill("C1", "rnn", length, [0.69, 0.70], epochs=1)
+    runs = claim_runs(load_runs(store), "C1")
+    assert set(runs["study"]) == {"small/c1_lengths"} and len(runs) == 12
+    verdict = c1(load_runs(store))
+    assert verdict.verdict == SUPPORTED
+    assert verdict.studies == ["small/c1_lengths [epochs=25 H=64]"]
+
+
+def test_report_on_a_store_with_unrelated_runs(tmp_path, store, fill):
+    other = tracking.Store.open(store, "other")
+    other.client.set_terminated(other.client.create_run(other.experiment_id).info.run_id, "FINISHED")  # no tags
+    plain = other.create_run(None, {"model": "gru", "claims": ""})  # a training run for no claim
+    plain.log_metrics({"test/mse": 0.1})
+    plain.set_status("FINISHED")
+    other.create_run(None, {"sweep": "parent", "claims": "C1", "model": "gru"}).set_status("FINISHED")
+    out = tmp_path / "report"
+    assert report_main([f"tracking.uri={store}", "--out", str(out), "--no-log"]) == 0
+    text = (out / "report.md").read_text()
+    assert "from 1 finished training runs" in text and "1 of them bear on no claim and are skipped" in text
+    assert "nan" not in text.lower()
+    fill("C5", "gru", 50, [0.01, 0.02, 0.015])  # C5 with scores but no cost metrics
+    fill("C5", "lstm", 50, [0.01, 0.02, 0.015])
+    assert report_main([f"tracking.uri={store}", "--out", str(out), "--no-log"]) == 0
+    text = (out / "report.md").read_text()
+    assert "parameters = not recorded" in text and "nan" not in text.lower()
+
+
+def test_solve_step_on_real_tiny_runs(store):
+    common = ["trainer=debug", "trainer.max_epochs=3", "+model=gru", "model.hidden_size=8", "dataset.limit=64",
+              f"tracking.uri={store}", "tracking.experiment=solve", "tracking.log_checkpoint=false"]
+    train(compose_config(["dataset=digits", *common]))
+    train(compose_config(["dataset.seq_len=5", *common]))
+    runs = load_runs(store).set_index("tags.dataset")
+    digits, adding = runs.loc["digits"], runs.loc["adding"]
+    assert digits["metrics.train/steps"] == 3 and adding["metrics.train/steps"] == 3  # 3 epochs of 1 batch
+    # digits has no absolute level: solved within 1 point of the run's best validation accuracy
+    # (if that beat chance by the margin), first reached at one of its three validations
+    # (Lightning logs an epoch's validation metrics at the step before the epoch's last: 0, 1, 2)
+    history = [(m.step + 1, m.value) for m in MlflowClient(store).get_metric_history(digits["run_id"], "val/acc")]
+    assert [step for step, _ in history] == [1, 2, 3]
+    expected = levels.first_solved(history, "digits", "acc", chance=0.1)
+    assert digits["metrics.solve/solved"] == (expected is not None)
+    step = digits.get("metrics.solve/step", math.nan)
+    assert math.isnan(step) if expected is None else step == expected
+    # 3 steps of a width-8 GRU cannot bring the adding task's MSE to 0.01: recorded as never solved
+    assert adding["metrics.solve/solved"] == 0
+    assert math.isnan(adding.get("metrics.solve/step", math.nan))
+
+
+def test_a_run_that_never_beat_chance_solved_nothing():
+    flat = [(100, 0.10), (200, 0.11), (300, 0.10)]  # MNIST-1D accuracy at chance (0.1) throughout
+    assert levels.first_solved(flat, "mnist1d", "acc", chance=0.1) is None
+    assert levels.first_solved(flat, "mnist1d", "acc") == 100  # chance unknown: relative to its best

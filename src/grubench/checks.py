@@ -21,7 +21,8 @@ CLAIMS = tuple(f"C{i}" for i in range(1, 8))
 
 # Settings that, where the config has them, hold a positive integer (or null where marked).
 POSITIVE = ("model.hidden_size", "model.num_layers", "dataset.batch_size", "dataset.seq_len",
-            "dataset.train_size", "dataset.val_size", "dataset.test_size", "trainer.log_every_n_steps")
+            "dataset.train_size", "dataset.test_size", "trainer.log_every_n_steps")
+NON_NEGATIVE = ("dataset.val_size",)  # mnist1d: 0 trains on every training sequence, as the paper
 POSITIVE_OR_NULL = ("threads", "early_stopping.patience", "dataset.limit", "dataset.max_pieces", "model.embed_dim")
 ABSENT = object()
 BATCH_LIMITS = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
@@ -72,6 +73,10 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=ABSENT)
         if value is not ABSENT and not (integer(value) and value > 0):
             refuse(key, value, "a positive integer")
+    for key in NON_NEGATIVE:
+        value = OmegaConf.select(cfg, key, default=ABSENT)
+        if value is not ABSENT and not (integer(value) and value >= 0):
+            refuse(key, value, "an integer >= 0")
     for key in POSITIVE_OR_NULL:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not (integer(value) and value > 0):

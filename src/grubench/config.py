@@ -47,6 +47,8 @@ def check(cfg: DictConfig) -> None:
         if cfg.get(group) is None:
             raise ConfigError(f"no {group} config: choose one with {group}=NAME, one of: {', '.join(choices(group))}")
     check_values(cfg)
+    if cfg.get("test_weights", "best") not in ("best", "last"):
+        raise ConfigError(f"test_weights={cfg.test_weights}: must be best or last")
 
 
 def build(node: DictConfig, group: str, **kwargs: Any) -> Any:

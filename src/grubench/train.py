@@ -2,7 +2,7 @@
 
     check config -> build data set, model, optimiser (bad values stop here, before any run)
       -> open the MLflow run (params, tags, config artifacts)
-      -> set up data -> Trainer.fit -> Trainer.test on the best checkpoint
+      -> set up data -> Trainer.fit -> Trainer.test on the best checkpoint (test_weights=last: the final weights)
       -> record speed, memory, precision, checkpoint, job log -> close the run
 
 The run ends FINISHED, FAILED (error tag and traceback artifact) or KILLED (Ctrl-C, SIGTERM).
@@ -36,7 +36,7 @@ from grubench.errors import ConfigError, Diverged, RunFailed, Terminated
 from grubench.gradflow.callback import GradientFlow
 from grubench.harness import checkpointing, devices, guards, tracking
 from grubench.harness import resume as resuming
-from grubench.harness.callbacks import FiniteLoss, Throughput
+from grubench.harness.callbacks import FiniteLoss, SolveStep, Throughput
 from grubench.harness.logger import RunLogger
 from grubench.harness.runs import tracked_run
 from grubench.harness.sweep import multirun, parent_run_id
@@ -71,6 +71,14 @@ def output_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="grubench-"))
 
 
+def study_name() -> str:
+    """The experiment preset the run comes from (`+experiment=NAME`), "" without one: the
+    report keeps each study's runs apart from runs made with other settings."""
+    if not HydraConfig.initialized():
+        return ""
+    return str(HydraConfig.get().runtime.choices.get("experiment") or "")
+
+
 @dataclass
 class Job:
     """Everything one run needs, built (and so checked) before the run opens."""
@@ -103,7 +111,8 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
                                  mode=spec.metric_mode, save_top_k=1)
     resume_point = checkpointing.ResumePoint(checkpoint_dir)  # last.ckpt
     throughput = Throughput()
-    callbacks = [resume_point, checkpoint, throughput, FiniteLoss()]
+    callbacks = [resume_point, checkpoint, throughput, FiniteLoss(),
+                 SolveStep(spec.name, spec.metric, spec.chance.get(spec.metric, math.nan))]
     if cfg.gradient_flow:
         callbacks.append(GradientFlow())
     progress_bar = False
@@ -154,6 +163,7 @@ def train(cfg: DictConfig) -> float | None:
         "claims": ",".join(cfg.get("claims") or []),
         "overrides": " ".join(overrides),
         "seed": cfg.seed,
+        "study": study_name(),
         "checkpoint_dir": job.resume_point.path.parent.resolve(),
     }
     parent = parent_run_id()
@@ -247,7 +257,8 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
     if not resumed:
         browse.log_dataset(run, spec.name, OmegaConf.to_container(cfg.dataset, resolve=True), described)
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
-    ckpt = "best" if job.checkpoint.best_model_path else None
+    # test_weights=last tests the final weights, as the papers do (no checkpoint selection)
+    ckpt = "best" if job.checkpoint.best_model_path and cfg.get("test_weights", "best") == "best" else None
     results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
                                weights_only=True)[0]
 

@@ -11,6 +11,7 @@ behind the host: times are wall-clock times and the loss is checked at once.
 
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import time
@@ -19,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 
 from grubench.errors import Diverged
+from grubench.levels import first_solved
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -152,3 +154,42 @@ class FiniteLoss(pl.Callback):
     def diverged(value: float, epoch: int, step: int) -> Diverged:
         return Diverged(f"training loss became {value} at epoch {epoch}, step {step}; "
                         "lower optim.lr or set trainer.gradient_clip_val")
+
+
+class SolveStep(pl.Callback):
+    """Learning speed: when a run first reached its task's solved level (`grubench.levels`).
+
+    After each validation it notes (global step, validation score); when training ends it logs
+
+        solve/step     the first step whose validation score is solved (only when one is)
+        solve/solved   1 when the run reached the solved level, 0 when it never did
+        train/steps    the optimiser steps trained, so that "never solved" says in how many
+
+    The solved level is absolute for tasks with a known ceiling (adding: MSE <= 0.01, copy:
+    recall accuracy >= 0.99) and relative to the run's own best validation score elsewhere, so
+    it can only be decided at the end. A run without validation logs train/steps only. A resumed
+    run counts from the validations it saw after resuming.
+    """
+
+    def __init__(self, dataset: str, metric: str, chance: float = math.nan):
+        self.dataset, self.metric, self.chance = dataset, metric, chance
+        self.history: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        # on_validation_end, not on_validation_epoch_end: only here are the epoch's metrics in
+        # callback_metrics (ModelCheckpoint reads them at the same point)
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(f"val/{self.metric}")
+        if value is not None:
+            self.history.append((trainer.global_step, float(value)))
+
+    def on_train_end(self, trainer, pl_module):
+        metrics = {"train/steps": float(trainer.global_step)}
+        if self.history:
+            step = first_solved(self.history, self.dataset, self.metric, self.chance)
+            metrics["solve/solved"] = float(step is not None)
+            if step is not None:
+                metrics["solve/step"] = float(step)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)

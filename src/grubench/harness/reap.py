@@ -11,7 +11,7 @@ exists (or whose pid now belongs to a later process), this command sets
 
 and prints what it changed. Runs on other hosts are listed, not touched: run gc there.
 
-    python -m grubench.harness.reap [--uri URI] [--experiment NAME] [--dry-run]
+    python -m grubench.harness.reap [tracking.uri=STORE] [--experiment NAME] [--dry-run]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`python -m grubench.report`: the claims report, from the runs MLflow recorded.
 
-    python -m grubench.report [--uri URI] [--out DIR] [--no-log]
+    python -m grubench.report [tracking.uri=STORE] [--out DIR] [--no-log]
 
 Writes DIR/report.md and DIR/report.html (figures embedded) with the table of verdicts, and
 logs both, with the figures, as artifacts of a run in the MLflow experiment `report`.
@@ -15,23 +15,37 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
+from grubench.errors import GrubenchError
 from grubench.harness import tracking
 from grubench.harness.runs import tracked_run
-from grubench.errors import GrubenchError
 from grubench.report import plots
-from grubench.report.evidence import claim_runs, load_runs
-from grubench.report.verdicts import CLAIMS, PUBLISHED, Verdict, all_verdicts
+from grubench.report.evidence import claim_runs, load_curves, load_runs, training_runs
+from grubench.report.verdicts import CLAIMS, PUBLISHED, RULES, Verdict, all_verdicts
+
+VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#cf222e", "mixed": "#bc4c00", "inconclusive": "#6e7781"}
+CURVES = {"C1": "C1: validation score while training (mean, band: lowest to highest seed)",
+          "C4": "C4: LSTM gate ablations while training", "C5": "C5: GRU and LSTM while training"}
 
 
-def figures(frame, out: Path) -> dict[str, list[Path]]:
-    """{claim: [figure paths]} for the claims that have runs to draw."""
+def figures(frame, out: Path, uri: str | None = None) -> dict[str, list[Path]]:
+    """{claim: [figure paths]} for the claims that have runs to draw; with `uri`, the learning
+    curves too (read from the store, one request per run)."""
+    runs = {claim: claim_runs(frame, claim) for claim in RULES}
     made = {
-        "C1": [plots.score_vs_length(claim_runs(frame, "C1"), out / "c1_score_vs_length.png")],
-        "C2": [plots.gradient_decay(claim_runs(frame, "C2"), out / "c2_gradient_decay.png")],
-        "C3": [plots.cost_per_model(claim_runs(frame, "C3"), out / "c3_cost_per_model.png")],
-        "C4": [plots.ablations(claim_runs(frame, "C4"), out / "c4_ablations.png")],
-        "C5": [plots.cost_per_model(claim_runs(frame, "C5"), out / "c5_cost_per_model.png")],
+        "C1": [plots.score_vs_length(runs["C1"], out / "c1_score_vs_length.png")],
+        "C2": [plots.gradient_decay(runs["C2"], out / "c2_gradient_decay.png")],
+        "C3": [plots.cost_per_model(runs["C3"], out / "c3_cost_per_model.png")],
+        "C4": [plots.ablations(runs["C4"], out / "c4_ablations.png")],
+        "C5": [plots.cost_per_model(runs["C5"], out / "c5_cost_per_model.png")],
     }
+    if uri:
+        for claim, title in CURVES.items():
+            if not runs[claim].empty:
+                curves = load_curves(uri, runs[claim])
+                made[claim].insert(0, plots.learning_curves(runs[claim], curves, out / f"{claim.lower()}_curves.png",
+                                                            title))
     return {claim: [p for p in paths if p] for claim, paths in made.items()}
 
 
@@ -40,29 +54,51 @@ def cell(value) -> str:
 
 
 def detail_table(verdict: Verdict) -> list[str]:
+    """The per-setting rows as a table: setting, every model present, outcome, then the study."""
     if not verdict.rows:
         return []
-    columns = list(dict.fromkeys(k for row in verdict.rows for k in row))
+    columns = list(dict.fromkeys(k for row in verdict.rows for k in row if k not in ("study", "outcome")))
+    columns += ["outcome", "study"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in verdict.rows]
+    short = {"study": lambda text: text.split(" [")[0]}  # the budget is named once, under "Rests on"
+    lines += ["| " + " | ".join(cell(short.get(c, str)(row.get(c, ""))) for c in columns) + " |" for row in verdict.rows]
     return lines
 
 
-def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run_count: int) -> str:
+def counts(frame) -> tuple[int, int]:
+    """(training runs, training runs that bear on no claim)."""
+    runs = training_runs(frame)
+    if runs.empty:
+        return 0, 0
+    claims = runs["tags.claims"].fillna("") if "tags.claims" in runs else pd.Series("", index=runs.index)
+    return len(runs), int((claims == "").sum())
+
+
+def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run_count: tuple[int, int]) -> str:
+    trained, skipped = run_count
     lines = ["# grubench claims report", "",
-             f"Made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {run_count} finished runs in `{uri}`. "
-             "Scores are means over seeds with 95% Student-t intervals; the rules are in "
-             "`grubench/report/verdicts.py` and the README.", "",
-             "| claim | the document says | verdict | evidence | published |", "|---|---|---|---|---|"]
+             f"Made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {trained} finished training runs in `{uri}`"
+             + (f"; {skipped} of them bear on no claim and are skipped" if skipped else "") + ". "
+             "Scores are means over seeds with 95% Student-t intervals. A setting decides a claim only when at "
+             "least one model beat chance by a margin; settings where no model learned, or where both reached "
+             "the task's ceiling equally fast, are inconclusive and count for nothing. The rules are in "
+             "`grubench/report/verdicts.py`, the margins in `grubench/levels.py`.", "",
+             "| claim | the document says | verdict | decided by | published | ours against the literature |",
+             "|---|---|---|---|---|---|"]
     for v in verdicts:
-        lines.append(f"| {v.claim} | {cell(CLAIMS[v.claim])} | **{v.verdict}** | {cell(v.evidence)} | "
-                     f"{cell(PUBLISHED[v.claim])} |")
+        decided = "; ".join(v.decisive) if v.decisive else ("-" if not v.rows else "no decisive setting")
+        lines.append(f"| {v.claim} | {cell(CLAIMS[v.claim])} | **{v.verdict}** | {cell(decided)} | "
+                     f"{cell(PUBLISHED[v.claim])} | {cell(v.literature or '-')} |")
     for v in verdicts:
-        lines += ["", f"## {v.claim}: {CLAIMS[v.claim]}", "", f"Verdict: **{v.verdict}**.", "", v.evidence, ""]
+        lines += ["", f"## {v.claim}: {CLAIMS[v.claim]}", "", f"Verdict: **{v.verdict}**. {v.evidence}.", ""]
+        if v.studies:
+            lines += ["Rests on: " + "; ".join(f"`{s}`" for s in v.studies) + ".", ""]
+        lines += [f"Published: {PUBLISHED[v.claim]}", ""]
+        if v.literature:
+            lines += [v.literature, ""]
         lines += detail_table(v)
         for figure in made.get(v.claim, []):
             lines += ["", f"![{v.claim}]({figure.name})"]
-        lines += ["", f"Published: {PUBLISHED[v.claim]}"]
     return "\n".join(lines) + "\n"
 
 
@@ -95,11 +131,14 @@ def to_html(md_text: str, out: Path) -> str:
         elif line.strip():
             body.append(f"<p>{inline(line)}</p>")
     flush_table()
+    html_body = "".join(body)
+    for verdict, colour in VERDICT_COLOURS.items():  # the verdict words stand out by colour
+        html_body = html_body.replace(f"<b>{verdict}</b>", f'<b style="color:{colour}">{verdict}</b>')
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
              "vertical-align:top;font-size:90%}th{background:#f0f0f0}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>grubench claims report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+            f"<style>{style}</style></head><body>{html_body}</body></html>\n")
 
 
 def inline(text: str) -> str:
@@ -126,8 +165,8 @@ def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
     frame = load_runs(uri)
     out.mkdir(parents=True, exist_ok=True)
     verdicts = all_verdicts(frame)
-    made = figures(frame, out)
-    text = markdown(verdicts, made, uri, len(frame))
+    made = figures(frame, out, uri)
+    text = markdown(verdicts, made, uri, counts(frame))
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, out))
     if log:
@@ -140,12 +179,15 @@ def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grubench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("store", nargs="?", default=None, metavar="tracking.uri=STORE",
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--out", default="report", type=Path, help="folder for report.md, report.html and figures")
     parser.add_argument("--no-log", action="store_true", help="do not log the report as an MLflow run")
     args = parser.parse_args(argv)
     try:
-        uri = tracking.resolve_uri(args.uri)
+        if args.store and not args.store.startswith("tracking.uri="):
+            raise GrubenchError(f"{args.store}: give the store as tracking.uri=STORE")
+        uri, _ = tracking.store_argument([args.store] if args.store else [])
         verdicts = write_report(uri, args.out, log=not args.no_log)
     except GrubenchError as error:
         print(f"grubench.report: error: {error}", file=sys.stderr)

@@ -1,14 +1,21 @@
-"""The evidence a claims report rests on: finished runs from MLflow, aggregated over seeds.
+"""The evidence a claims report rests on: finished training runs from MLflow, aggregated over seeds.
 
-A run bears on a claim when its `claims` tag names it (the study presets set it). For every
-claim, runs are grouped by setting (data set, sequence length) and model; within a group the
-latest run of each seed counts once. A group's score is summarised by its mean and a 95%
-Student-t interval over seeds:
+A run bears on a claim when its `claims` tag names it (the study presets set it). Runs are
+grouped by setting (data set, sequence length) and model; a group's score is summarised by its
+mean and a 95% Student-t interval over seeds:
 
     mean +- t_{0.975, n-1} * s / sqrt(n)          (n seeds, s the sample standard deviation)
 
 Two models are compared on a setting by Welch's interval for the difference of their means;
 one is "better" only when that interval excludes zero.
+
+Which runs stand for a setting: every run carries its study (the preset it came from, tag
+`study`) and its budget (steps, epochs, training sequences, batch, learning rate, width, the
+weights tested: `budget()`). Runs of one setting from different studies or budgets never mix:
+the setting rests on one (study, budget), the one of its newest run made by a preset, else of
+its newest run; within it the latest run of each (model, seed) counts once. So a quick debug
+sweep after a study does not replace the study's runs, and the report names the study and
+budget each verdict rests on.
 """
 
 from __future__ import annotations
@@ -90,24 +97,67 @@ def load_runs(uri: str) -> pd.DataFrame:
     return frame
 
 
+BUDGET_PARAMS = {"trainer/max_steps": "steps", "trainer/max_epochs": "epochs", "dataset/train_size": "train",
+                 "dataset/batch_size": "batch", "optim/lr": "lr", "model/hidden_size": "H", "test_weights": "test"}
+
+
+def budget(row) -> str:
+    """The run's training budget in one line, e.g. "epochs=25 train=6400 batch=64 lr=0.01 H=64"
+    (unset or unlimited values left out)."""
+    parts = []
+    for param, name in BUDGET_PARAMS.items():
+        value = row.get(f"params.{param}")
+        if value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("None", "-1", ""):
+            continue
+        parts.append(f"{name}={value}")
+    return " ".join(parts)
+
+
+def column(frame: pd.DataFrame, name: str, default=None) -> pd.Series:
+    """frame[name], or a column of `default` where the store never recorded it."""
+    return frame[name] if name in frame else pd.Series(default, index=frame.index, dtype=object)
+
+
+def training_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The training runs of a store: runs with a model, not sweep parents or report runs."""
+    if frame.empty:
+        return frame
+    trained = column(frame, "tags.model").notna() & (column(frame, "tags.sweep") != "parent")
+    return frame[trained]
+
+
 def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
-    """The training runs tagged with `claim` (not sweep parents), the latest of each
-    (setting, model, seed); adds `setting`, `length` and `score` columns. A setting is the data
-    set and its length, and the width H where the claim's runs use more than one."""
-    if frame.empty or "tags.claims" not in frame:
+    """The training runs tagged with `claim` that stand for each setting (module docstring), the
+    latest of each (setting, model, seed); adds `setting`, `length`, `score`, `study`, `budget`,
+    `solve_step` and `chance` columns. A setting is the data set and its length, and the width H
+    where the claim's runs use more than one."""
+    runs = training_runs(frame)
+    if runs.empty or "tags.claims" not in runs or "tags.dataset" not in runs:
         return pd.DataFrame()
-    tagged = frame["tags.claims"].fillna("").str.split(",").apply(lambda ids: claim in ids)
-    runs = frame[tagged & (frame.get("tags.sweep", pd.Series(index=frame.index, dtype=object)) != "parent")].copy()
-    if runs.empty or "tags.model" not in runs:
+    tagged = runs["tags.claims"].fillna("").str.split(",").apply(lambda ids: claim in ids)
+    runs = runs[tagged & runs["tags.dataset"].notna()].copy()
+    if runs.empty:
         return pd.DataFrame()
-    runs = runs[runs["tags.model"].notna()]
-    runs["length"] = pd.to_numeric(runs.get("params.dataset/seq_len", runs.get("tags.task/seq_len")), errors="coerce")
+    runs["length"] = pd.to_numeric(column(runs, "params.dataset/seq_len").fillna(column(runs, "tags.task/seq_len")),
+                                   errors="coerce")
     runs["setting"] = [setting_name(d, length, steps) for d, length, steps in zip(
-        runs["tags.dataset"], runs["length"], runs.get("params.dataset/steps", pd.Series(index=runs.index)))]
-    widths = runs.get("params.model/hidden_size", pd.Series(index=runs.index, dtype=object))
+        runs["tags.dataset"], runs["length"], column(runs, "params.dataset/steps"))]
+    widths = column(runs, "params.model/hidden_size")
     if widths.nunique() > 1:  # a study over widths: each width is a setting of its own
         runs["setting"] = runs["setting"] + " H=" + widths.astype(str)
-    runs["score"] = [row.get(f"metrics.test/{row['tags.task/metric']}", math.nan) for _, row in runs.iterrows()]
+    runs["score"] = [float(row.get(f"metrics.test/{row.get('tags.task/metric')}", math.nan)) for _, row in runs.iterrows()]
+    runs["chance"] = pd.to_numeric(column(runs, "tags.task/chance"), errors="coerce")
+    runs["study"] = column(runs, "tags.study").fillna("")
+    runs["budget"] = [budget(row) for _, row in runs.iterrows()]
+    # an unsolved run counts as solved just after its last step (a lower bound on its solve step)
+    trained = pd.to_numeric(column(runs, "metrics.train/steps"), errors="coerce")
+    runs["solve_step"] = pd.to_numeric(column(runs, "metrics.solve/step"), errors="coerce").fillna(trained + 1)
+    keep = []
+    for _, group in runs.groupby("setting", sort=False):  # rows are newest first
+        preset = group[group["study"] != ""]
+        first = (preset if len(preset) else group).iloc[0]
+        keep.append(group[(group["study"] == first["study"]) & (group["budget"] == first["budget"])])
+    runs = pd.concat(keep)
     return runs.drop_duplicates(["setting", "tags.model", "tags.seed"], keep="first")
 
 
@@ -130,3 +180,21 @@ def summarise(runs: pd.DataFrame, column: str = "score") -> dict[tuple[str, str]
 def higher_is_better(runs: pd.DataFrame, setting: str) -> bool:
     modes = runs.loc[runs["setting"] == setting, "tags.task/metric_mode"].dropna()
     return bool(len(modes)) and modes.iloc[0] == "max"
+
+
+def task_of(runs: pd.DataFrame, setting: str) -> tuple[str, str, float]:
+    """(data set, metric, chance level) of a setting's runs."""
+    part = runs[runs["setting"] == setting].iloc[0]
+    return part["tags.dataset"], part.get("tags.task/metric", ""), float(part.get("chance", math.nan))
+
+
+def load_curves(uri: str, runs: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:
+    """{run id: [(step, validation score), ...]} of the runs' task metric (`val/<metric>`)."""
+    client = mlflow.tracking.MlflowClient(uri)
+    curves = {}
+    for _, row in runs.iterrows():
+        metric = row.get("tags.task/metric")
+        if isinstance(metric, str) and metric:
+            history = client.get_metric_history(row["run_id"], f"val/{metric}")
+            curves[row["run_id"]] = sorted((m.step, m.value) for m in history)
+    return curves

@@ -35,6 +35,8 @@ def lines_per_model(ax, runs: pd.DataFrame, column: str) -> None:
 def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
     """C1: each model's test score against the sequence length, one panel per synthetic task,
     mean and 95% interval over seeds, with the chance level."""
+    if runs.empty:
+        return None
     runs = runs[runs["tags.dataset"].isin(["adding", "copy"]) & runs["length"].notna()]
     if runs.empty:
         return None
@@ -48,6 +50,8 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
         if len(chance):
             ax.axhline(chance.iloc[0], color="grey", linestyle="--", label="chance")
         ax.set_xscale("log")
+        if metric == "mse":  # solved runs sit at 1e-4 and chance at 0.17: only a log scale shows both
+            ax.set_yscale("log")
         ax.set_title(f"{dataset}: test score vs sequence length")
         ax.set_xlabel("sequence length T (time steps)")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
@@ -112,8 +116,9 @@ def ablations(runs: pd.DataFrame, path: Path) -> Path | None:
     if runs.empty:
         return None
     settings = sorted(runs["setting"].unique())
-    models = [m for m in ("lstm", "lstm_nfg", "lstm_nig", "lstm_nog", "lstm_cifg", "janet")
-              if m in set(runs["tags.model"])]
+    known = ("lstm", "lstm_nfg", "lstm_nig", "lstm_nog", "lstm_cifg", "janet")
+    present = set(runs["tags.model"])
+    models = [m for m in known if m in present] + sorted(present - set(known))  # e.g. lstm_fb1 beside them
     fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.8), squeeze=False)
     for ax, setting in zip(axes[0], settings):
         part = runs[runs["setting"] == setting]
@@ -125,4 +130,49 @@ def ablations(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("model")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.tick_params(axis="x", rotation=30)
+    return save(fig, path)
+
+
+def learning_curves(runs: pd.DataFrame, curves: dict, path: Path, title: str) -> Path | None:
+    """Validation score against the optimiser step, one panel per setting, one line per model:
+    the mean over seeds with a band from the lowest to the highest seed. Dashed grey: chance;
+    dotted: the level a model must pass to count as having learned; solid green: the solved
+    level where the task has one (adding, copy). MSE panels use a log scale, where the learned
+    part of the curve lives. `curves`: {run id: [(step, value), ...]}."""
+    from grubench import levels
+
+    runs = runs[runs["run_id"].isin([k for k, v in curves.items() if v])] if not runs.empty else runs
+    if runs.empty:
+        return None
+    settings = sorted(runs["setting"].unique())
+    columns = min(3, len(settings))
+    rows = -(-len(settings) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(sorted(runs["tags.model"].unique()))}
+    for ax, setting in zip(axes.flat, settings):
+        part = runs[runs["setting"] == setting]
+        dataset, metric = part["tags.dataset"].iloc[0], part["tags.task/metric"].iloc[0]
+        for model, group in part.groupby("tags.model"):
+            table = pd.DataFrame([(step, value) for run_id in group["run_id"] for step, value in curves[run_id]],
+                                 columns=["step", "value"]).groupby("step")["value"]
+            mean, low, high = table.mean(), table.min(), table.max()
+            ax.plot(mean.index, mean.values, color=colours[model], label=f"{model} (n={len(group)})")
+            ax.fill_between(mean.index, low.values, high.values, color=colours[model], alpha=0.15)
+        chance = part["chance"].dropna()
+        if len(chance):
+            ax.axhline(chance.iloc[0], color="grey", linestyle="--", linewidth=1, label="chance")
+            ax.axhline(levels.learned_level(chance.iloc[0], metric), color="grey", linestyle=":", linewidth=1,
+                       label="learned (margin)")
+        solved = levels.ceiling(dataset, metric)
+        if solved is not None:
+            ax.axhline(solved, color="tab:green", linewidth=1, label="solved")
+        if metric in ("mse",):
+            ax.set_yscale("log")
+        ax.set_title(setting)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(f"validation {metric}")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(settings):]:
+        ax.axis("off")
+    fig.suptitle(title)
     return save(fig, path)
