@@ -47,8 +47,6 @@ from grubench.task import SequenceTask
 log = logging.getLogger("grubench")
 
 
-
-
 @contextmanager
 def sigterm_as_interrupt():
     def handler(signum, frame):
@@ -194,9 +192,15 @@ def train_beside_rank_zero() -> float | None:
     job = build_job(cfg, Path(resume_from).parent if resume_from else None)
     job.datamodule.setup()
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=resume_from, weights_only=True)
-    ckpt = "best" if job.checkpoint.best_model_path else None
-    job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+    job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=weights_to_test(cfg, job), verbose=False,
+                     weights_only=True)
     return None
+
+
+def weights_to_test(cfg: DictConfig, job: Job) -> str | None:
+    """"best" (the best validation checkpoint), or None: the final weights (test_weights=last, the
+    papers' protocol, no selection)."""
+    return "best" if job.checkpoint.best_model_path and cfg.get("test_weights", "best") == "best" else None
 
 
 def run_job(cfg: DictConfig, store: Store, job: Job, overrides: list[str], name: str | None = None,
@@ -257,9 +261,7 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
     if not resumed:
         browse.log_dataset(run, spec.name, OmegaConf.to_container(cfg.dataset, resolve=True), described)
     job.trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
-    # test_weights=last tests the final weights, as the papers do (no checkpoint selection)
-    ckpt = "best" if job.checkpoint.best_model_path and cfg.get("test_weights", "best") == "best" else None
-    results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=ckpt, verbose=False,
+    results = job.trainer.test(job.task, datamodule=job.datamodule, ckpt_path=weights_to_test(cfg, job), verbose=False,
                                weights_only=True)[0]
 
     run.set_tags({
