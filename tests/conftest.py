@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
+
+from grubench.harness import tracking
 
 # Tiny settings that keep a real run to a second or two.
 TINY = ["trainer=debug", "dataset.limit=64", "model.hidden_size=8"]
@@ -48,3 +51,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory):
+    """An MLflow SQLite store with its tables made once (making them takes seconds)."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    tracking.Store.open(f"sqlite:///{path}", "default")
+    return path
+
+
+@pytest.fixture
+def fresh_store(tmp_path, empty_store):
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

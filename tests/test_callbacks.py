@@ -18,7 +18,7 @@ from grubench.errors import Diverged, RunFailed
 from grubench.harness import callbacks
 from grubench.train import train
 from tests.conftest import compose_config, runs
-from tests.test_faults import SHORT, fresh_store, empty_store  # noqa: F401 - fixtures
+from tests.test_faults import SHORT
 
 
 def nan_at(monkeypatch, epoch: int, batch: int) -> None:

@@ -40,20 +40,6 @@ main()
 """
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory):
-    """An MLflow SQLite store with its tables made once (making them takes seconds)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.Store.open(f"sqlite:///{path}", "default")
-    return path
-
-
-@pytest.fixture
-def fresh_store(tmp_path, empty_store):
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
 def history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
     client = MlflowClient(uri)
     return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))

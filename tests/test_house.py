@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from grubench.errors import RunFailed
 from grubench.harness import tracking

@@ -11,7 +11,6 @@ settings, the CSVs and the printed tables as artifacts.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 

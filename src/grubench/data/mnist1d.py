@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from grubench.data.base import SequenceDataModule, cache_root
-from grubench.spec import TaskSpec, require_positive
+from grubench.spec import TaskSpec
 
 
 def generation_args(generator_seed: int = 42, shuffle_seq: bool = False) -> dict:

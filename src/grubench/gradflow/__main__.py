@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def record(curves: list, overrides: list[str], out: Path) -> None:
     """One MLflow run per model in experiment `gradient_flow` of the store `tracking.uri=` names."""
-    uri = tracking.resolve_uri(next(o for o in overrides if o.startswith("tracking.uri=")).split("=", 1)[1])
+    uri, _ = tracking.store_argument(overrides)
     store = tracking.Store.open(uri, "gradient_flow")
     for curve in curves:
         name = f"{curve.model}-init-{'-'.join(overrides)}".rstrip("-")

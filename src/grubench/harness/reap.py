@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from grubench.errors import GrubenchError
 from grubench.harness import tracking
 
 
@@ -97,12 +98,15 @@ def collect(uri: str, experiment: str | None = None, dry_run: bool = False, host
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grubench.harness.reap", description=__doc__.split("\n\n")[0])
-    parser.add_argument("store", nargs="?", default=None, metavar="tracking.uri=STORE",
-                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    tracking.add_store_argument(parser)
     parser.add_argument("--experiment", help="only this experiment (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     args = parser.parse_args(argv)
-    uri, _ = tracking.store_argument([args.store] if args.store else [])
+    try:
+        uri = tracking.store_from_argument(args.store)
+    except GrubenchError as error:
+        print(f"grubench.harness.reap: error: {error}", file=sys.stderr)
+        return 1
     path = tracking.sqlite_path(uri)
     if path is not None and not path.exists():
         print(f"grubench.harness.reap: error: no MLflow store at {path}", file=sys.stderr)

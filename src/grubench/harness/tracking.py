@@ -20,9 +20,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import mlflow
 from filelock import FileLock, Timeout
@@ -64,6 +64,19 @@ def store_argument(arguments: list[str]) -> tuple[str, list[str]]:
     given = [a for a in arguments if a.startswith("tracking.uri=")]
     rest = [a for a in arguments if not a.startswith("tracking.uri=")]
     return resolve_uri(given[-1].split("=", 1)[1] if given else None), rest
+
+
+def add_store_argument(parser) -> None:
+    """The optional `tracking.uri=STORE` argument of a command that reads a store (argparse)."""
+    parser.add_argument("store", nargs="?", default=None, metavar="tracking.uri=STORE",
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+
+def store_from_argument(value: str | None) -> str:
+    """The store `add_store_argument`'s value names; TrackingError when it is not `tracking.uri=...`."""
+    if value and not value.startswith("tracking.uri="):
+        raise TrackingError(f"{value}: give the store as tracking.uri=STORE")
+    return store_argument([value] if value else [])[0]
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -179,15 +179,12 @@ def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grubench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("store", nargs="?", default=None, metavar="tracking.uri=STORE",
-                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    tracking.add_store_argument(parser)
     parser.add_argument("--out", default="report", type=Path, help="folder for report.md, report.html and figures")
     parser.add_argument("--no-log", action="store_true", help="do not log the report as an MLflow run")
     args = parser.parse_args(argv)
     try:
-        if args.store and not args.store.startswith("tracking.uri="):
-            raise GrubenchError(f"{args.store}: give the store as tracking.uri=STORE")
-        uri, _ = tracking.store_argument([args.store] if args.store else [])
+        uri = tracking.store_from_argument(args.store)
         verdicts = write_report(uri, args.out, log=not args.no_log)
     except GrubenchError as error:
         print(f"grubench.report: error: {error}", file=sys.stderr)
