@@ -49,6 +49,17 @@ def test_tiny_run_records_metrics_params_tags_and_artifacts(store):
 
 
 @pytest.mark.slow
+def test_a_run_stops_once_its_validation_metric_passes_the_stopping_threshold(store):
+    # any MSE of an untrained model on adding is below 10: the run stops after its first epoch of three
+    cfg = compose_config(["+model=gru", *TINY, "trainer.max_epochs=3", "early_stopping.stopping_threshold=10",
+                          f"tracking.uri={store}"])
+    train(cfg)
+    (run,) = runs(store)
+    assert run.info.status == "FINISHED"
+    assert len(MlflowClient(store).get_metric_history(run.info.run_id, "val/mse")) == 1
+    assert run.data.params["early_stopping/stopping_threshold"] == "10"
+
+
 def test_command_line_run_prints_summary_and_logs_job_log(tmp_path):
     result = run_cli(["+model=rnn", *TINY, "dataset=digits"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -50,6 +50,7 @@ CONFIG_REFUSALS = [
     (["+model=gru", "optim.weight_decay=-1"], "optim.weight_decay"),
     (["+model=gru", "threads=0"], "threads"),
     (["+model=gru", "early_stopping.patience=0"], "early_stopping.patience"),
+    (["+model=gru", "early_stopping.stopping_threshold=low"], "early_stopping.stopping_threshold"),
     (["+model=gru", "trainer.limit_train_batches=0"], "trainer.limit_train_batches"),
     (["+model=gru", "trainer.limit_val_batches=1.5"], "trainer.limit_val_batches"),
     (["+model=gru", "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val"),

@@ -54,6 +54,9 @@ def test_four_parallel_joblib_jobs_on_one_fresh_store_lose_no_run_and_no_metric(
     result = run_cli(["-m", "+model=gru", *TINY_SWEEP, "seed=0,1,2,3", "hydra/launcher=joblib",
                       "hydra.launcher.n_jobs=4", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # a quiet terminal: no MLflow notice from the parent making the store, and one browse hint
+    assert "database tables" not in result.stdout + result.stderr
+    assert result.stdout.count("gru on adding: test/mse") == 4 and result.stdout.count("then open") == 1
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent, jobs = children(uri)
     assert parent.info.status == "FINISHED"

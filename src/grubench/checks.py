@@ -8,6 +8,7 @@ tell (a model's own options, a data set's sizes) is checked by its constructor (
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from numbers import Real
 from typing import Any
@@ -81,6 +82,9 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not (integer(value) and value > 0):
             refuse(key, value, "a positive integer, or null")
+    threshold = OmegaConf.select(cfg, "early_stopping.stopping_threshold", default=None)
+    if threshold is not None and not (number(threshold) and math.isfinite(threshold)):
+        refuse("early_stopping.stopping_threshold", threshold, "a number (the validation metric to stop at), or null")
     for key in ("gradient_flow", "tracking.log_checkpoint", "verbose"):
         value = OmegaConf.select(cfg, key, default=False)
         if not isinstance(value, bool):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,8 +118,11 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_callback(monitor, spec.metric_mode))
         progress_bar = isinstance(callbacks[-1], ProgressBar)
-    if cfg.early_stopping.patience is not None:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=cfg.early_stopping.patience))
+    stopping = cfg.early_stopping
+    if stopping.patience is not None or stopping.get("stopping_threshold") is not None:
+        # Lightning's own rule; without a patience only the threshold stops the run
+        callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=stopping.patience or sys.maxsize,
+                                       stopping_threshold=stopping.get("stopping_threshold")))
     # The MLflow logger joins when the run opens (`run_job`): building comes first, so that a bad
     # trainer setting stops the command before any run exists.
     check_accelerator(cfg.trainer)
@@ -279,7 +283,9 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
     summary = (f"{job.task.model.name} on {spec.name}: {test_key} = {score:.4f}, {versus_chance(score, chance, spec.metric_mode)}; "
                f"{speed:.0f} samples/s; run {run.name} ({run.id})")
     browse.describe(run, summary)
-    print(f"{summary}\n{browse.browse_lines(run.store, test_key, spec.metric_mode)}", flush=True)
+    # a sweep prints where to browse once, when it ends; its jobs don't repeat it
+    hint = "" if multirun() else "\n" + browse.browse_lines(run.store, test_key, spec.metric_mode)
+    print(summary + hint, flush=True)
     best = job.checkpoint.best_model_score
     return float(best) if best is not None else None
 

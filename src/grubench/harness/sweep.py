@@ -29,6 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from grubench.errors import ConfigError, GrubenchError, SweepFailed
+from grubench.quiet import quiet
 
 if TYPE_CHECKING:
     from grubench.harness.tracking import Run, Store
@@ -153,6 +154,7 @@ def check_jobs(config: DictConfig) -> None:
 
 class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        quiet(bool(config.get("verbose", False)))  # before MLflow loads: the parent's store is made here
         if searching(config):
             return  # the search opens its parent after its own checks
         try:

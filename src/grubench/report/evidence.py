@@ -98,7 +98,8 @@ def load_runs(uri: str) -> pd.DataFrame:
 
 
 BUDGET_PARAMS = {"trainer/max_steps": "steps", "trainer/max_epochs": "epochs", "dataset/train_size": "train",
-                 "dataset/batch_size": "batch", "optim/lr": "lr", "model/hidden_size": "H", "test_weights": "test"}
+                 "dataset/batch_size": "batch", "optim/lr": "lr", "model/hidden_size": "H", "test_weights": "test",
+                 "early_stopping/patience": "patience", "early_stopping/stopping_threshold": "stop_at"}
 
 
 def budget(row) -> str:
