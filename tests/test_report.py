@@ -10,7 +10,8 @@ from grubench.harness import tracking
 from grubench.report.__main__ import main as report_main
 from grubench.report.evidence import Summary, claim_runs, compare, load_runs
 from grubench.report.verdicts import (AT_CEILING, BETTER, INCONCLUSIVE, MIXED, NOT_SUPPORTED, SUPPORTED, TIE,
-                                      TOO_FEW_SEEDS, UNDERTRAINED, WORSE, c1, c2, c3, c4, c5, judge)
+                                      TOO_FEW_SEEDS, UNDERTRAINED, WORSE, c1, c2, c3, c4, c5, forget_gate_outcome,
+                                      judge)
 from grubench.train import train
 from tests.conftest import compose_config
 
@@ -145,6 +146,15 @@ def test_c4_needs_both_the_forget_gate_and_janet(store, fill):
     assert verdict.verdict == MIXED  # (a) supported, (b) JANET ties: not supported
     assert all("lstm_fb1" in row for row in verdict.rows)
     assert "(a)" in verdict.evidence and "supported" in verdict.evidence
+
+
+def test_the_forget_gate_loses_a_setting_as_soon_as_another_gate_matters_as_much():
+    assert forget_gate_outcome(WORSE, WORSE) == BETTER
+    assert forget_gate_outcome(BETTER, WORSE) == WORSE  # without the input gate it did worse still
+    assert forget_gate_outcome(UNDERTRAINED, BETTER) == WORSE  # decided by one comparison alone
+    assert forget_gate_outcome(TIE, AT_CEILING) == TIE
+    assert forget_gate_outcome(WORSE, AT_CEILING) == AT_CEILING
+    assert forget_gate_outcome(UNDERTRAINED, TOO_FEW_SEEDS) == UNDERTRAINED
 
 
 def test_report_from_real_tiny_runs(tmp_path, store):

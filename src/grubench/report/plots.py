@@ -136,9 +136,10 @@ def ablations(runs: pd.DataFrame, path: Path) -> Path | None:
 def learning_curves(runs: pd.DataFrame, curves: dict, path: Path, title: str) -> Path | None:
     """Validation score against the optimiser step, one panel per setting, one line per model:
     the mean over seeds with a band from the lowest to the highest seed. Dashed grey: chance;
-    dotted: the level a model must pass to count as having learned; solid green: the solved
+    dotted: the level a model must pass to count as having learned; solid black: the solved
     level where the task has one (adding, copy). MSE panels use a log scale, where the learned
-    part of the curve lives. `curves`: {run id: [(step, value), ...]}."""
+    part of the curve lives; a run stopped early (early_stopping) leaves the mean after its last
+    step. `curves`: {run id: [(step, value), ...]}."""
     from grubench import levels
 
     runs = runs[runs["run_id"].isin([k for k, v in curves.items() if v])] if not runs.empty else runs
@@ -165,7 +166,7 @@ def learning_curves(runs: pd.DataFrame, curves: dict, path: Path, title: str) ->
                        label="learned (margin)")
         solved = levels.ceiling(dataset, metric)
         if solved is not None:
-            ax.axhline(solved, color="tab:green", linewidth=1, label="solved")
+            ax.axhline(solved, color="black", linewidth=1, label="solved")
         if metric in ("mse",):
             ax.set_yscale("log")
         ax.set_title(setting)

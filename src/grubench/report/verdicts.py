@@ -29,7 +29,8 @@ Inconclusive settings count for nothing. Over the decisive ones (better, worse, 
 |       | initialisation and after training (each stage of each setting counts once; the     |           |
 |       | trained stage is inconclusive where neither model learned the task)               |           |
 | C3    | LSTM has more recurrent parameters than the RNN and its step takes longer           | tagged C3 |
-| C4    | (a) removing the forget gate costs more than removing the input or the output gate  | tagged C4 |
+| C4    | (a) removing the forget gate costs more than removing the input and the output gate | tagged C4 |
+|       | (`forget_gate_outcome`: better or tied against one of them decides against)         |           |
 |       | (b) JANET's score is better than the LSTM's; C4 is supported when (a) and (b) are, |           |
 |       | not supported when neither is, inconclusive when either is, mixed otherwise         |           |
 | C5    | the GRU is not worse than the LSTM (better or tied), with fewer parameters and a   | tagged C5 |
@@ -100,7 +101,8 @@ PROTOCOL = {
     "C4": "JANET was trained on (permuted) MNIST for 100s of epochs with chrono initialisation; Greff et al. "
           "ran 5,400 trials on speech, handwriting and music",
     "C5": "Chung et al. sized every model to about 20k parameters and trained to convergence on music; the "
-          "cuDNN speed figures are for GPU kernels",
+          "cuDNN speed figures are for GPU kernels, and on a CPU torch's fused GRU step is not cheaper than its "
+          "LSTM step (docs/models.md measures both)",
 }
 
 CODE_EVIDENCE = {
@@ -144,6 +146,11 @@ def judge(a: Summary, b: Summary, higher: bool, dataset: str = "", metric: str =
     if outcome == TIE and not (learned_a and learned_b):
         return TOO_FEW_SEEDS
     return outcome
+
+
+# The outcomes that count for a claim: C3's LSTM "wins" where it is slower (worse step time);
+# C5's GRU where it is not worse (better or tied); every other claim's model where it is better.
+WINS = {"C3": (WORSE,), "C5": (BETTER, TIE)}
 
 
 def share_rule(outcomes: list[str], wins=(BETTER,)) -> tuple[str, str]:
@@ -284,12 +291,31 @@ def cost_rows(runs: pd.DataFrame, model: str, rival: str) -> tuple[list[dict], f
 def c3(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C3")
     rows, ratio = cost_rows(runs, "lstm", "rnn")
-    # LSTM "wins" the claim where it is slower (worse on step time)
-    verdict, count = share_rule([r["outcome"] for r in rows], wins=(WORSE,))
+    verdict, count = share_rule([r["outcome"] for r in rows], wins=WINS["C3"])
     if verdict != INCONCLUSIVE and not ratio > 1:
         verdict = NOT_SUPPORTED
     return verdict_of("C3", verdict, f"LSTM/RNN recurrent parameters = {ratio_text(ratio)}; LSTM training step "
                       f"(median ms) slower than the RNN's on {count}", rows)
+
+
+def forget_gate_outcome(vs_input: str, vs_output: str) -> str:
+    """C4 (a) on one setting, "did removing the forget gate cost the most?", from the LSTM without
+    its forget gate against the LSTM without its input gate and against the LSTM without its
+    output gate:
+
+        better        worse than both: removing the forget gate cost the most
+        worse         better than one of them: removing that other gate cost more
+        tie           tied with one of them, better than neither
+        inconclusive  otherwise: worse than one, and the other comparison inconclusive
+    """
+    pair = (vs_input, vs_output)
+    if pair == (WORSE, WORSE):
+        return BETTER
+    if BETTER in pair:
+        return WORSE
+    if TIE in pair:
+        return TIE
+    return next(o for o in pair if o not in DECISIVE)
 
 
 def c4(frame: pd.DataFrame) -> Verdict:
@@ -298,22 +324,15 @@ def c4(frame: pd.DataFrame) -> Verdict:
     vs_input = {r["setting"]: r["outcome"] for r in pairwise(runs, "lstm_nfg", "lstm_nig")}
     vs_output = {r["setting"]: r["outcome"] for r in pairwise(runs, "lstm_nfg", "lstm_nog")}
     for setting in sorted(set(vs_input) & set(vs_output), key=setting_order):
-        pair = (vs_input[setting], vs_output[setting])
-        inconclusive = [o for o in pair if o not in DECISIVE]
-        if inconclusive:
-            outcome = inconclusive[0]
-        else:
-            # "better": without the forget gate the LSTM is worse than without either other gate;
-            # "tie": it is not (counts against the claim, like a tie elsewhere)
-            outcome = BETTER if pair == (WORSE, WORSE) else TIE
+        outcome = forget_gate_outcome(vs_input[setting], vs_output[setting])
         cells = model_cells(runs, setting)
-        forget_rows.append({"setting": f"{setting}: forget gate most important?", "study": study_label(runs, setting),
+        forget_rows.append({"setting": f"{setting}: (a) forget gate matters most", "study": study_label(runs, setting),
                             **{m: cells[m] for m in order_models(cells, ("lstm", "lstm_nfg", "lstm_nig", "lstm_nog"))},
                             "outcome": outcome})
     forget_verdict, forget_count = share_rule([r["outcome"] for r in forget_rows])
-    janet_rows = [{**r, "setting": f"{r['setting']}: janet vs lstm"} for r in pairwise(runs, "janet", "lstm")]
+    janet_rows = [{**r, "setting": f"{r['setting']}: (b) janet beats lstm"} for r in pairwise(runs, "janet", "lstm")]
     janet_verdict, janet_count = share_rule([r["outcome"] for r in janet_rows])
-    evidence = (f"(a) without the forget gate the LSTM is worse than without the input or output gate on "
+    evidence = (f"(a) without the forget gate the LSTM is worse than without the input and the output gate on "
                 f"{forget_count}: {forget_verdict}; (b) JANET better than the LSTM on {janet_count}: {janet_verdict}")
     return verdict_of("C4", combine([forget_verdict, janet_verdict]), evidence, forget_rows + janet_rows)
 
@@ -321,9 +340,9 @@ def c4(frame: pd.DataFrame) -> Verdict:
 def c5(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C5")
     rows = pairwise(runs, "gru", "lstm")
-    as_well, count = share_rule([r["outcome"] for r in rows], wins=(BETTER, TIE))
+    as_well, count = share_rule([r["outcome"] for r in rows], wins=WINS["C5"])
     time_rows, ratio = cost_rows(runs, "gru", "lstm")
-    faster, time_count = share_rule([r["outcome"] for r in time_rows], wins=(BETTER, TIE))
+    faster, time_count = share_rule([r["outcome"] for r in time_rows], wins=WINS["C5"])
     cheaper = INCONCLUSIVE if math.isnan(ratio) else SUPPORTED if ratio < 1 else NOT_SUPPORTED
     evidence = (f"GRU not worse than the LSTM on {count} ({as_well}); GRU/LSTM recurrent parameters = "
                 f"{ratio_text(ratio)}; GRU training step no slower on {time_count} ({faster})")
@@ -339,17 +358,18 @@ def literature(v: Verdict) -> str:
     if v.verdict == expected:
         return f"Agrees with the published result ({expected})."
     outcomes = Counter(r["outcome"] for r in v.rows)
-    against = [r["setting"] for r in v.rows if r["outcome"] in (WORSE, TIE)]
+    wins = WINS.get(v.claim, (BETTER,))
+    against = [r["setting"] for r in v.rows if r["outcome"] in DECISIVE and r["outcome"] not in wins]
     parts = [f"Differs: published {expected}, ours {v.verdict}."]
     if v.verdict == INCONCLUSIVE:
         reasons = {UNDERTRAINED: "no model beat chance (budget too small for the task)",
                    AT_CEILING: "every model solved the task equally fast (the settings are too easy)",
                    TOO_FEW_SEEDS: "too few seeds, or the seeds disagree"}
-        found = [f"{outcomes[o]} settings: {text}" for o, text in reasons.items() if outcomes[o]]
+        found = [f"{outcomes[o]} setting{'s' * (outcomes[o] != 1)}: {text}" for o, text in reasons.items() if outcomes[o]]
         parts.append("Likely reason: " + ("; ".join(found) if found else "no runs for this claim") + ".")
     elif against:
         parts.append(f"Against the claim: {', '.join(against)}.")
-        ties = sum(r["outcome"] == TIE for r in v.rows)
+        ties = sum(r["outcome"] == TIE for r in v.rows if r["setting"] in against)
         if ties:
             parts.append(f"{ties} of these are ties: the 95% intervals over seeds overlap, and more seeds would "
                          "narrow them.")
