@@ -6,14 +6,13 @@
 #
 # With STUDY names (e.g. c4_gates c5_gru) only those studies run, then the report; the report
 # always reads the whole store, so studies run earlier still count.
-# small: sized for about 30 minutes on a quiet 2-core CPU (not yet measured quiet: on a machine
-#        shared with other jobs, load average 5-10, it took 68 minutes), two jobs at
-#        a time (one thread each), with the budget spent on the settings that decide each claim;
-#        C2 reads the gradient flow of the C1 length study's runs. The studies that decide the
-#        most claims run first, so a run cut short has decided as many claims as it could.
+# small: every small preset as one anytime sweep (hydra/sweeper=study, the order of docs/gpu.md:
+#        seeds 0 and 1 of every setting first, the presets taking turns), two jobs at a time on a
+#        2-core CPU (hydra/launcher=pack, one thread each); sized for under 30 minutes on a quiet
+#        2-core CPU. C2 reads the gradient flow of the C1 length study's runs.
 # full:  sized for one GPU, closer to the papers' settings.
 # Runs go to $MLFLOW_TRACKING_URI, else ./mlflow.db; the report to ./report-<scale>/.
-# A study with failed jobs does not stop the others; the script then exits non-zero.
+# Failed jobs do not stop the others; the script then exits non-zero.
 set -uo pipefail
 
 scale=${1:-small}
@@ -29,15 +28,13 @@ studies=(c1_lengths c3_cost c5_gru c4_gates c1_real c1_copy)
 if (($# > 1)); then
   studies=("${@:2}")
 fi
+presets=$(IFS=,; echo "${studies[*]}")
 failed=()
 start=$SECONDS
-for study in "${studies[@]}"; do
-  echo "== $scale/$study"
-  t0=$SECONDS
-  python -m grubench -m "+experiment=$scale/$study" hydra.sweep.dir="multirun/$scale/$study/$(date +%Y-%m-%d_%H-%M-%S)" \
-    || failed+=("$study")
-  echo "== $scale/$study: $((SECONDS - t0)) s"
-done
+python -m grubench -m hydra/sweeper=study hydra/launcher=pack hydra.sweeper.scale=small \
+  "hydra.sweeper.presets=[$presets]" hydra.sweeper.device=cpu \
+  hydra.sweep.dir="multirun/small/study/$(date +%Y-%m-%d_%H-%M-%S)" || failed+=(study)
+echo "== small studies ($presets): $((SECONDS - start)) s"
 
 python -m grubench.report --out "report-$scale" || failed+=(report)
 echo "all studies and the report: $((SECONDS - start)) s"
