@@ -11,6 +11,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_FILES = ["check-bench.tar.gz", "check-logs.tar.gz", "check-mlflow.tar.gz", "check-summary.txt"]
 FULL_FILES = ["full-logs.tar.gz", "full-mlflow.tar.gz", "full-report.tar.gz", "full-summary.txt"]
@@ -32,6 +34,7 @@ def runs(db: Path, experiment: str | None = None) -> list[tuple[str, dict]]:
                 for run, status in rows]
 
 
+@pytest.mark.slow
 def test_the_rehearsal_writes_what_the_gpu_commands_write(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
