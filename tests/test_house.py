@@ -150,9 +150,11 @@ def test_a_launcher_that_fails_leaves_no_running_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_a_parallel_sweep_leaves_no_running_run(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = start_cli(["-m", "+model=gru", "++model.hidden_size=8", "dataset.limit=512", "trainer.max_epochs=50",
+def test_ctrl_c_on_a_parallel_sweep_leaves_no_running_run(tmp_path, fresh_store):
+    # A store made beforehand (polling a store the sweep is still making would race its
+    # migration), and jobs of minutes: the Ctrl-C must land while both train.
+    uri = fresh_store
+    sweep = start_cli(["-m", "+model=gru", "++model.hidden_size=8", "dataset.limit=4096", "trainer.max_epochs=50",
                        "seed=0,1", f"tracking.uri={uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                        f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, start_new_session=True)
     deadline = time.monotonic() + 240
