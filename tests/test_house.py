@@ -156,7 +156,9 @@ def test_ctrl_c_on_a_parallel_sweep_leaves_no_running_run(tmp_path, fresh_store)
     uri = fresh_store
     sweep = start_cli(["-m", "+model=gru", "++model.hidden_size=8", "dataset.limit=4096", "trainer.max_epochs=50",
                        "seed=0,1", f"tracking.uri={uri}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, start_new_session=True)
+                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, start_new_session=True,
+                      # as from a terminal: a shell's background job (CI's, say) inherits SIGINT ignored
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while len([r for r in runs(uri) if "mlflow.parentRunId" in r.data.tags]) < 2:  # both jobs are training
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-2000:]
