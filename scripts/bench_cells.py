@@ -28,9 +28,9 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from grubench.spec import TaskSpec
 from grubench.models import counting
 from grubench.models.layers import compile_problem
+from grubench.spec import TaskSpec
 
 TWINS = {"gru": "gru", "gru_loop": "gru", "gru_doc": "gru", "lstm": "lstm", "lstm_loop": "lstm", "janet": "lstm",
          "mingru": "gru", "minlstm": "lstm", "lstm_fb1": "lstm"}

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 
-from grubench.harness import tracking
+from grubench.harness.store import Store
 
 # Tiny settings that keep a real run to a second or two.
 TINY = ["trainer=debug", "dataset.limit=64", "model.hidden_size=8"]
@@ -57,7 +57,7 @@ def one_thread():
 def empty_store(tmp_path_factory):
     """An MLflow SQLite store with its tables made once (making them takes seconds)."""
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.Store.open(f"sqlite:///{path}", "default")
+    Store.open(f"sqlite:///{path}", "default")
     return path
 
 

@@ -19,13 +19,17 @@ from torch import nn
 
 from grubench.bench import scaling
 from grubench.bench.cell import measure, saved_tensor_mb, time_call
-from grubench.bench.compose import model_config
-from grubench.bench.flops import counted_flops, formula_flops, forward_flops, train_flops
+from grubench.bench.flops import (
+    counted_flops,
+    formula_flops,
+    forward_flops,
+    train_flops,
+)
 from grubench.bench.grid import COLUMNS, Cell, cells, format_row, format_table
+from grubench.config import build, choices, model_config
 from grubench.errors import ConfigError
-from grubench.config import build, choices
-from grubench.spec import TaskSpec
 from grubench.models import SequenceModel
+from grubench.spec import TaskSpec
 
 
 def spec(input_size=3, seq_len=6, output="regression", num_outputs=1, input_kind="real") -> TaskSpec:

@@ -9,13 +9,13 @@ import re
 
 from mlflow.tracking import MlflowClient
 
-from grubench import browse
-from grubench.harness import tracking
+from grubench.harness import browse
+from grubench.harness.store import Store
 from tests.conftest import TINY, run_cli, runs
 
 
 def test_run_names_carry_the_seed_and_stay_unique(tmp_path):
-    store = tracking.Store.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "default")
+    store = Store.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "default")
     name = browse.run_name(None, "gru", "adding", 3, ["+model=gru", "seed=3", "++model.hidden_size=8"])
     assert name == "gru-adding-model.hidden_size=8-seed3"
     assert browse.unique_name(store, name) == name

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from grubench.errors import ConfigError
 from grubench.config import build, check, choices
+from grubench.errors import ConfigError
 from tests.conftest import compose_config
 
 MODELS = choices("model")

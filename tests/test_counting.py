@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from grubench.spec import TaskSpec
 from grubench.models import (
     FusedLSTM,
     GRUCell,
@@ -29,6 +28,7 @@ from grubench.models import (
     TorchRNNCell,
     counting,
 )
+from grubench.spec import TaskSpec
 
 CELLS = [GRUCell, functools.partial(JANETCell, t_max=50), LSTMCell, LSTMNoForgetCell, LSTMNoInputCell,
          LSTMNoOutputCell, LSTMCoupledCell, TorchRNNCell, TorchGRUCell, TorchLSTMCell, MinGRUCell, MinLSTMCell,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from grubench.errors import ConfigError
 from grubench.config import build
 from grubench.data import mnist
 from grubench.data.mnist import SequentialMNISTDataModule, read_idx
+from grubench.errors import ConfigError
 from tests.conftest import compose_config, run_cli
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grubench.harness import reap, tracking
+from grubench.errors import ConfigError, RunFailed
+from grubench.harness import reap
 from grubench.harness import resume as resuming
-from grubench.errors import ConfigError
-from grubench.errors import RunFailed
+from grubench.harness.provenance import environment_tags
+from grubench.harness.store import Store
 from grubench.train import train
 from tests.conftest import compose_config, run_cli, runs
 
@@ -98,7 +99,7 @@ def test_resume_refuses_a_finished_run_and_a_changed_config(tmp_path, fresh_stor
         train(compose_config([f"resume={run.info.run_id}", f"tracking.uri={fresh_store}"]))
     with pytest.raises(ConfigError, match="no run nope in"):
         train(compose_config(["resume=nope", f"tracking.uri={fresh_store}"]))
-    store = tracking.Store.open(fresh_store, "default")
+    store = Store.open(fresh_store, "default")
     store.run(run.info.run_id).set_status("FAILED")
     overrides = ["+model=gru", "model.hidden_size=16", f"resume={run.info.run_id}", f"tracking.uri={fresh_store}"]
     with pytest.raises(ConfigError, match=r"the command line sets model.hidden_size=16, run \w+ has model.hidden_size=8"):
@@ -109,11 +110,11 @@ def test_resume_refuses_a_finished_run_and_a_changed_config(tmp_path, fresh_stor
 
 
 def test_gc_closes_runs_whose_process_is_gone_and_leaves_the_living(fresh_store):
-    store = tracking.Store.open(fresh_store, "default")
+    store = Store.open(fresh_store, "default")
     client, experiment = store.client, store.experiment_id
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(gone.stdout)
-    env = tracking.environment_tags()
+    env = environment_tags()
     alive = client.create_run(experiment, tags={**env}).info.run_id
     crashed = client.create_run(experiment, tags={**env, "pid": str(dead_pid)}).info.run_id
     signalled = client.create_run(experiment, tags={**env, "pid": str(dead_pid),

@@ -14,11 +14,10 @@ import pytorch_lightning as pl
 import torch
 
 from grubench.bench.cell import measure
-from grubench.bench.compose import model_config
-from grubench.config import build
+from grubench.config import build, model_config
 from grubench.data import AddingDataModule
-from grubench.spec import TaskSpec
 from grubench.gradflow import gradient_flow
+from grubench.spec import TaskSpec
 from grubench.task import SequenceTask
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -92,7 +91,7 @@ def test_harness_run_on_gpu_records_precision_and_dtype(tmp_path):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    from grubench.bench.compose import run_config
+    from grubench.config import run_config
     from grubench.train import train
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"

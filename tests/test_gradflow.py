@@ -11,15 +11,21 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from grubench.harness import tracking
-from grubench.harness.logger import RunLogger
-from grubench.bench.compose import model_config
-from grubench.config import build, choices
+from grubench.config import build, choices, model_config
 from grubench.data import AddingDataModule
-from grubench.spec import TaskSpec
+from grubench.gradflow import (
+    FlowCurve,
+    compare,
+    default_positions,
+    gradient_flow,
+    plot,
+    write_csv,
+)
 from grubench.gradflow.callback import GradientFlow
-from grubench.gradflow import FlowCurve, compare, default_positions, gradient_flow, plot, write_csv
+from grubench.harness.logger import RunLogger
+from grubench.harness.store import Store, resolve_uri
 from grubench.models import SequenceModel
+from grubench.spec import TaskSpec
 from grubench.task import SequenceTask
 
 
@@ -172,7 +178,7 @@ def test_compare_measures_models_at_initialisation_on_a_task_batch():
 
 
 def test_callback_logs_decay_at_init_and_after_training_with_plot(tmp_path):
-    store = tracking.Store.open(tracking.resolve_uri(str(tmp_path / "mlflow.db")), "default")
+    store = Store.open(resolve_uri(str(tmp_path / "mlflow.db")), "default")
     run = store.create_run("gradient flow", {})
     client, run_id = store.client, run.id
     logger = RunLogger(run)

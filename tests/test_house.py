@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from grubench.errors import RunFailed
-from grubench.harness import tracking
+from grubench.errors import Interrupted, RunFailed
 from grubench.harness.runs import tracked_run
-from grubench.harness.tracking import Run, Store
+from grubench.harness.store import Run, Store, resolve_uri
 from grubench.train import train
 from tests.conftest import TINY, compose_config, run_cli, runs
 
@@ -40,12 +39,14 @@ def start_cli(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
 ])
 def test_tracked_run_closes_the_run_whatever_ends_the_block(store, raised, status, error):
     opened = Store.open(store, "default")
-    with pytest.raises(type(raised)):
+    with pytest.raises(Interrupted if status == "KILLED" else type(raised)) as ended:
         with tracked_run(opened, "a run") as run:
             raise raised
     (found,) = runs(store)
     assert (found.info.status, found.data.tags["error"]) == (status, error)
     assert found.info.run_id == run.id
+    if status == "KILLED":  # the command says which run it left KILLED
+        assert ended.value.run_id == run.id and ended.value.__cause__ is raised
 
 
 def test_tracked_run_finishes_and_reopens(store):
@@ -103,7 +104,7 @@ def test_each_entry_points_run_ends_closed_when_its_body_raises(tmp_path, monkey
         from grubench.report.__main__ import write_report
 
         Store.open(uri, "default")
-        raise_inside(monkeypatch, "grubench.harness.tracking.Run.set_tags")
+        raise_inside(monkeypatch, "grubench.harness.store.Run.set_tags")
         call = lambda: write_report(uri, tmp_path / "report")
         experiment = "report"
     else:
@@ -111,7 +112,7 @@ def test_each_entry_points_run_ends_closed_when_its_body_raises(tmp_path, monkey
 
         raise_inside(monkeypatch, "pytorch_lightning.Trainer.fit")
         cfg = compose_config(["+model=gru", *TINY, f"tracking.uri={uri}", "tracking.experiment=overhead"])
-        call = lambda: harness_trial(cfg, tracking.resolve_uri(uri))
+        call = lambda: harness_trial(cfg, resolve_uri(uri))
         experiment = "overhead"
     with pytest.raises(RuntimeError, match="broken on purpose"):
         call()

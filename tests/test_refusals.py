@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 
 from grubench.config import choices
 from grubench.errors import TrackingError
-from grubench.harness import tracking
+from grubench.harness.store import Store, check_store
 from tests.conftest import run_cli
 
 # (arguments, a word the error line must hold: the setting it names)
@@ -85,7 +85,7 @@ BUILD_REFUSALS = [
 def template(tmp_path_factory) -> Path:
     """A folder holding an MLflow store with one experiment (making the tables takes seconds)."""
     folder = tmp_path_factory.mktemp("template")
-    tracking.Store.open(f"sqlite:///{folder / 'mlflow.db'}", "default")
+    Store.open(f"sqlite:///{folder / 'mlflow.db'}", "default")
     return folder
 
 
@@ -133,7 +133,7 @@ def test_a_tracking_server_that_does_not_answer_is_refused_within_15_seconds(tem
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
         start = time.monotonic()
         with pytest.raises(TrackingError, match="no MLflow server answers there"):
-            tracking.check_store(uri)
+            check_store(uri)
         assert time.monotonic() - start < 15
         _, stderr, _, unchanged = refuse(["+model=gru", f"tracking.uri={uri}"], template, tmp_path / "job")
     assert len(stderr.strip().splitlines()) == 1 and "tracking.uri" in stderr and unchanged, stderr

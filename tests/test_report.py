@@ -6,12 +6,28 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from grubench import levels
-from grubench.harness import tracking
+from grubench.harness.store import Store
 from grubench.report.__main__ import main as report_main
 from grubench.report.evidence import Summary, claim_runs, compare, load_runs
-from grubench.report.verdicts import (AT_CEILING, BETTER, INCONCLUSIVE, MIXED, NOT_SUPPORTED, SUPPORTED, TIE,
-                                      TOO_FEW_SEEDS, UNDERTRAINED, WORSE, c1, c2, c3, c4, c5, forget_gate_outcome,
-                                      judge)
+from grubench.report.verdicts import (
+    AT_CEILING,
+    BETTER,
+    INCONCLUSIVE,
+    MIXED,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    TIE,
+    TOO_FEW_SEEDS,
+    UNDERTRAINED,
+    WORSE,
+    c1,
+    c2,
+    c3,
+    c4,
+    c5,
+    forget_gate_outcome,
+    judge,
+)
 from grubench.train import train
 from tests.conftest import compose_config
 
@@ -31,7 +47,7 @@ def record(store, claim, model, dataset, length, seed, score, metric="mse", mode
 
 @pytest.fixture
 def fill(store):
-    opened = tracking.Store.open(store, "claims")
+    opened = Store.open(store, "claims")
 
     def add(claim, model, length, scores, dataset="adding", width=64, metric="mse", study="", epochs=12, **metrics):
         for seed, score in enumerate(scores):
@@ -188,9 +204,11 @@ def test_report_from_real_tiny_runs(tmp_path, store):
     assert {"report.md", "report.html", "c1_score_vs_length.png"} <= names
 
 
-def test_report_without_a_store_is_one_line(tmp_path, capsys):
-    assert report_main([f"tracking.uri={tmp_path / 'none.db'}", "--out", str(tmp_path / "r")]) == 1
-    assert "no MLflow store" in capsys.readouterr().err
+def test_report_without_a_store_is_refused(tmp_path):
+    from grubench.errors import GrubenchError
+
+    with pytest.raises(GrubenchError, match="no MLflow store"):
+        report_main([f"tracking.uri={tmp_path / 'none.db'}", "--out", str(tmp_path / "r")])
 
 
 @pytest.mark.parametrize("a, b, steps_a, steps_b, expected", [
@@ -256,7 +274,7 @@ def test_runs_of_another_budget_or_no_preset_never_stand_in_for_a_study(store, f
 
 
 def test_report_on_a_store_with_unrelated_runs(tmp_path, store, fill):
-    other = tracking.Store.open(store, "other")
+    other = Store.open(store, "other")
     other.client.set_terminated(other.client.create_run(other.experiment_id).info.run_id, "FINISHED")  # no tags
     plain = other.create_run(None, {"model": "gru", "claims": ""})  # a training run for no claim
     plain.log_metrics({"test/mse": 0.1})

@@ -11,8 +11,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grubench.harness import reap
 from grubench.errors import ConfigError
+from grubench.harness import reap
 from grubench.harness.search import counted, distribution, override, recover_interrupted
 from tests.conftest import compose_config, run_cli, runs
 

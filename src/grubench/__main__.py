@@ -4,62 +4,50 @@
 is imported up front: `--help` and refused configs answer before torch, Lightning and MLflow load.
 
 A refused command prints one line, `grubench: error: <setting>=<value>: <what is valid>`, exits
-1 and leaves nothing behind: Hydra's own errors (an unknown config, an unreadable override) are
-caught here and said in one line too, and the job folder Hydra made for a refused run is removed.
+1 and leaves nothing behind (the wrapper every command runs in: `harness.command`); the job folder
+Hydra made for a refused run is removed.
 """
 
 import logging
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from grubench.errors import GrubenchError
-
-# Whether the task function began: Hydra errors before it are the user's input, said in one line.
-_started = False
+from grubench.errors import GrubenchError, Interrupted
+from grubench.harness.command import error_line, hydra_task, run_command, say
 
 
 @hydra.main(version_base="1.3", config_path="pkg://grubench.conf", config_name="config")
+@hydra_task
 def main(cfg: DictConfig) -> float | None:
-    global _started
-    _started = True
     from grubench.config import check
+    from grubench.harness.budget import left_out_by_budget
+    from grubench.harness.quiet import quiet
     from grubench.harness.sweep import mark_job_failed, multirun
-    from grubench.quiet import quiet
 
     in_sweep = multirun()
     quiet(bool(cfg.get("verbose", False)))
-    from grubench.harness.budget import left_out_by_budget
-
     if in_sweep and left_out_by_budget():  # a study past its time budget: train nothing
         return None
     try:
         check(cfg)
-        from grubench.train import sigterm_as_interrupt, train
+        from grubench.train import train
 
-        with sigterm_as_interrupt():
-            return train(cfg)
+        return train(cfg)
     except GrubenchError as error:
-        print(f"grubench: error: {error}", file=sys.stderr, flush=True)
-        if in_sweep:
-            mark_job_failed(str(error))
-            return None
-        remove_job_folder()
-        sys.exit(1)
-    except KeyboardInterrupt as interrupt:
-        run_id = getattr(interrupt, "run_id", None)
-        said = f"run {run_id} is recorded KILLED" if run_id else "no run was opened"
-        print(f"grubench: interrupted; {said}", file=sys.stderr, flush=True)
-        if not run_id and not in_sweep:
+        if not in_sweep:
             remove_job_folder()
-        sys.exit(130)
+            raise
+        say(error_line("grubench", error))  # the job failed; the sweep goes on and counts it
+        mark_job_failed(str(error))
+        return None
+    except KeyboardInterrupt as interrupt:
+        if not in_sweep and not (isinstance(interrupt, Interrupted) and interrupt.run_id):
+            remove_job_folder()
+        raise
 
 
 def remove_job_folder() -> None:
@@ -85,31 +73,22 @@ def remove_job_folder() -> None:
             break
 
 
-def entry() -> None:
-    """`main`, with Hydra's errors in one line, and whatever ends it closes a sweep's parent run
-    that is still open."""
-    full_errors = "HYDRA_FULL_ERROR" in os.environ  # the user asked for Hydra's tracebacks
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # so that Hydra raises its errors here instead of printing them
+def main_closing_the_sweep() -> None:
+    """`main`; whatever ends it closes a sweep's parent run that is still open (Hydra calls no
+    callback when a launcher or sweeper raises, or on Ctrl-C)."""
+    import sys
+
     try:
         main()
-    except (HydraException, OmegaConfBaseException) as error:
-        close_sweep_parent(error)
-        if full_errors or _started:
-            raise
-        from grubench.config import hydra_error_line
-
-        sweep = "-m" in sys.argv or "--multirun" in sys.argv
-        print(f"grubench: error: {hydra_error_line(error, sweep)}", file=sys.stderr, flush=True)
-        sys.exit(1)
     except BaseException as failure:
-        close_sweep_parent(failure)
+        sweep = sys.modules.get("grubench.harness.sweep")  # not loaded: no sweep ran, no parent is open
+        if sweep is not None:
+            sweep.close_parent(failure)
         raise
 
 
-def close_sweep_parent(failure: BaseException) -> None:
-    sweep = sys.modules.get("grubench.harness.sweep")  # not loaded: no sweep ran, no parent is open
-    if sweep is not None:
-        sweep.close_parent(failure)
+def entry() -> None:
+    run_command("grubench", main_closing_the_sweep, hydra_app=True)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grubench.claims import CLAIMS
 from grubench.errors import ConfigError
 
 GROUPS = ("model", "dataset", "trainer", "optim")
-CLAIMS = tuple(f"C{i}" for i in range(1, 8))
 
 # Settings that, where the config has them, hold a positive integer (or null where marked).
 POSITIVE = ("model.hidden_size", "model.num_layers", "dataset.batch_size", "dataset.seq_len",

@@ -1,4 +1,9 @@
-"""Checks on the composed config, and the objects built from it, before any run opens.
+"""The composed config: composing it from any program, checking it, building objects from it.
+
+    run_config(overrides)        the training config (conf/config.yaml) composed with overrides
+    check(cfg)                   every value means something (checks.py), before anything is built
+    build(node, group, **kw)     instantiate a config node; a bad argument is one ConfigError line
+    flatten(cfg)                 {"a": {"b": 1}} -> {"a/b": 1}, as runs record their params
 
 A bad value stops the command with one line that names the setting (`ConfigError`); the
 constructors of data sets and models check their own arguments, and `build` turns what they
@@ -9,8 +14,9 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, Mapping
 
+from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException, OverrideParseException
 from hydra.utils import instantiate
@@ -31,6 +37,37 @@ def choices(group: str) -> list[str]:
         folder = resources.files("grubench.conf") / group
         names = [p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")]
     return sorted(name for name in names if not name.startswith("_"))
+
+
+def run_config(overrides: list[str]) -> DictConfig:
+    """The training config composed with `overrides`, e.g. ["+model=gru", "model.hidden_size=64"].
+
+    Inside a Hydra app of grubench's config root (the main command, the bench: `bench.yaml` is a
+    second primary config of the same root) the running Hydra composes it, search path and all
+    (a user's --config-dir included); elsewhere (tests, scripts) a Hydra is made for the call."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def model_config(name: str, overrides: list[str] = ()) -> DictConfig:
+    """The training config with `+model=name`; ConfigError naming the choices if there is no such model."""
+    if name not in choices("model"):
+        raise ConfigError(f"no model config {name!r}; one of: {', '.join(choices('model'))}")
+    return run_config([f"+model={name}", *overrides])
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a/b": 1} (with `sep`); lists stay whole values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + sep, sep))
+        else:
+            flat[name] = value
+    return flat
 
 
 def check(cfg: DictConfig) -> None:

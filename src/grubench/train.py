@@ -14,50 +14,35 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from mlflow.tracking import MlflowClient
 from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 
-from grubench import browse, quiet
 from grubench.checks import check_accelerator
-from grubench.config import build, check
+from grubench.config import build, check, flatten
 from grubench.data.base import SequenceDataModule
-from grubench.errors import ConfigError, Diverged, RunFailed, Terminated
+from grubench.errors import ConfigError, Diverged, RunFailed, first_line
 from grubench.gradflow.callback import GradientFlow
-from grubench.harness import checkpointing, devices, guards, tracking
+from grubench.harness import browse, checkpointing, devices, guards, quiet
 from grubench.harness import resume as resuming
 from grubench.harness.callbacks import FiniteLoss, SolveStep, Throughput
 from grubench.harness.logger import RunLogger
+from grubench.harness.progress import progress_callback
 from grubench.harness.runs import tracked_run
+from grubench.harness.store import Run, Store, check_store, resolve_uri, sqlite_path
 from grubench.harness.sweep import multirun, parent_run_id
-from grubench.harness.tracking import Run, Store
-from grubench.progress import progress_callback
 from grubench.task import SequenceTask
 
 log = logging.getLogger("grubench")
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def task_overrides() -> list[str]:
@@ -92,8 +77,8 @@ class Job:
 
 
 def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
-    """Check the config and build data set, model, optimiser and trainer; ConfigError if any is bad."""
-    check(cfg)
+    """Build data set, model, optimiser and trainer from a checked config (`config.check`);
+    ConfigError if any is bad."""
     if cfg.get("threads") is not None:
         torch.set_num_threads(cfg.threads)
     if multirun():
@@ -142,11 +127,13 @@ def build_checked_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Jo
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train and test one model; return the best validation score (for sweepers)."""
+    """Train and test one model; return the best validation score (for sweepers).
+
+    `cfg` has passed `config.check` (the entry point checks it once, before torch loads)."""
     if not cfg.get("verbose"):
         quiet.plain_warnings()  # Lightning, imported by now, set a format of its own
-    uri = tracking.resolve_uri(cfg.tracking.uri)
-    tracking.check_store(uri)
+    uri = resolve_uri(cfg.tracking.uri)
+    check_store(uri)
     if not devices.rank_zero():
         return train_beside_rank_zero()
     overrides = task_overrides()
@@ -178,11 +165,12 @@ def train(cfg: DictConfig) -> float | None:
 
 def train_resumed(cfg: DictConfig, uri: str, overrides: list[str]) -> float | None:
     """Reopen the run `cfg.resume` names and train on from its last checkpoint (resume.py)."""
-    path = tracking.sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None and not path.is_file():
         raise ConfigError(f"resume={cfg.resume}: no MLflow store at {path}; give tracking.uri= the store the run is in")
     store = Store(uri, MlflowClient(uri), experiment_id="")  # a resumed run keeps its experiment: none is made
     resumed = resuming.find(cfg, store, overrides)
+    check(resumed.config)  # the config the run recorded, as this version of grubench reads it
     store.experiment_id = store.client.get_run(resumed.run_id).info.experiment_id
     job = build_checked_job(resumed.config, resumed.checkpoint_dir)
     return run_job(resumed.config, store, job, overrides, reopen=resumed)
@@ -222,19 +210,10 @@ def run_job(cfg: DictConfig, store: Store, job: Job, overrides: list[str], name:
                 log.info("MLflow run %s (%s) in %s", run.id, run.name, store.uri)
             job.trainer.loggers = [RunLogger(run, reopen.logged if reopen else frozenset())]
             return fit_and_test(cfg, run, job, overrides, resumed=reopen is not None)
-    except SystemExit as exit_:
-        if exit_.code in (0, None):
-            raise
-        interrupt = KeyboardInterrupt()  # Lightning turns Ctrl-C into sys.exit(1); the run is KILLED
-        interrupt.run_id = run.id if run else None
-        raise interrupt from exit_
-    except KeyboardInterrupt as interrupt:
-        interrupt.run_id = run.id if run else None  # the entry point says whether a run was recorded KILLED
-        raise
     except Exception as failure:
         if run is None:
             raise
-        error = describe_failure(cfg, failure) or f"{type(failure).__name__}: {failure}".strip().splitlines()[0]
+        error = describe_failure(cfg, failure) or first_line(failure)
         raise RunFailed(f"run {run.id} failed: {error} (traceback in the run's error.txt)") from failure
 
 
@@ -253,7 +232,7 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
     spec, folder = job.datamodule.spec, job.folder
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # also read by ranks > 0
     if not resumed:  # a resumed run recorded these when it first opened
-        run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         for name in ("config.yaml", "overrides.yaml"):
             run.log_artifact(folder / name)

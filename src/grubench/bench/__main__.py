@@ -7,7 +7,6 @@ table.txt into the output folder; logs one MLflow run per cell under a parent ru
 
 from __future__ import annotations
 
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from omegaconf import DictConfig
 
 from grubench.bench import scaling
 from grubench.bench.grid import environment, format_table, run_grid, write_csv
-from grubench.errors import GrubenchError
+from grubench.harness.command import hydra_task, run_command
 
 
 def output_folder(cfg: DictConfig) -> Path:
@@ -49,10 +48,10 @@ def bench(cfg: DictConfig) -> list[dict]:
         recorder = None
         if cfg.tracking.enabled:  # MLflow loads only when the grid is recorded
             from grubench.bench.record import BenchRecorder
-            from grubench.harness import tracking
             from grubench.harness.runs import tracked_run
+            from grubench.harness.store import Store, resolve_uri
 
-            store = tracking.Store.open(tracking.resolve_uri(cfg.tracking.uri), cfg.experiment)
+            store = Store.open(resolve_uri(cfg.tracking.uri), cfg.experiment)
             parent = stack.enter_context(tracked_run(store, cfg.get("run_name") or f"bench-{cfg.grid.name}",
                                                      logs=[folder / n for n in names]))
             recorder = BenchRecorder(parent, cfg, env)
@@ -70,16 +69,10 @@ def bench(cfg: DictConfig) -> list[dict]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://grubench.conf", config_name="bench")
+@hydra_task
 def main(cfg: DictConfig) -> None:
-    try:
-        bench(cfg)
-    except GrubenchError as error:
-        print(f"grubench.bench: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("grubench.bench: interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
+    bench(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_command("grubench.bench", main, hydra_app=True)

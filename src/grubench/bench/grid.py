@@ -42,10 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from grubench.bench.cell import Skip, check_runnable, measure
-from grubench.bench.compose import model_config
 from grubench.bench.flops import forward_flops, train_flops
+from grubench.config import build, model_config
 from grubench.errors import GrubenchError
-from grubench.config import build
 from grubench.spec import TaskSpec
 
 COLUMNS = [

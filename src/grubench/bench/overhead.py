@@ -32,8 +32,8 @@ where their time goes.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import copy
+import cProfile
 import io
 import itertools
 import pstats
@@ -46,11 +46,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from grubench.harness import tracking
-from grubench.bench.compose import run_config
-from grubench.config import build
+from grubench.config import build, run_config
+from grubench.errors import ConfigError
+from grubench.harness.arguments import store_argument
+from grubench.harness.command import run_command
 from grubench.harness.logger import RunLogger
 from grubench.harness.runs import tracked_run
+from grubench.harness.store import Store, resolve_uri
 from grubench.task import loss_and_metric_inputs
 from grubench.train import build_job
 
@@ -84,7 +86,7 @@ def step_times(epochs: list[list[float]], skip: int) -> list[float]:
 def harness_trial(cfg: DictConfig, uri: str, extra_callbacks: list[pl.Callback] = (), clock: str = "wall") -> dict:
     """One `trainer.fit` of the real harness, in an MLflow run of experiment `cfg.tracking.experiment`."""
     job = build_job(cfg)
-    store = tracking.Store.open(uri, cfg.tracking.experiment)
+    store = Store.open(uri, cfg.tracking.experiment)
     with tracked_run(store, f"overhead-harness-{job.task.model.name}", {"bench/role": "overhead"}) as run:
         job.trainer.loggers = [RunLogger(run)]
         steps = StepClock(clock)
@@ -152,7 +154,8 @@ def _limit(value) -> int | None:
     if value is None:
         return None
     if isinstance(value, float) and value <= 1.0:
-        raise ValueError("give the overhead measurement whole numbers of batches (e.g. trainer.limit_train_batches=60)")
+        raise ConfigError(f"trainer.limit_*_batches={value}: the overhead measurement takes whole numbers of batches "
+                          "(e.g. trainer.limit_train_batches=60)")
     return int(value)
 
 
@@ -160,7 +163,7 @@ def measure(overrides: list[str], rounds: int = 3, skip: int = 5, uri: str | Non
             clock: str = "wall") -> dict:
     """Alternate harness and plain trials `rounds` times; return per-round numbers and medians."""
     cfg = run_config([*DEFAULTS, *overrides])
-    uri = tracking.resolve_uri(uri or f"{tempfile.mkdtemp(prefix='grubench-overhead-')}/mlflow.db")
+    uri = resolve_uri(uri or f"{tempfile.mkdtemp(prefix='grubench-overhead-')}/mlflow.db")
     cfg.tracking.uri, cfg.tracking.experiment = uri, "overhead"
     results = []
     for _ in range(rounds):
@@ -209,7 +212,7 @@ def profile_harness(overrides: list[str], path: Path, skip: int = 5, top: int = 
     """cProfile the steady-state steps of one harness fit; save the stats to `path`; return the
     top functions by cumulative time per step."""
     cfg = run_config([*DEFAULTS, *overrides])
-    uri = tracking.resolve_uri(f"{tempfile.mkdtemp(prefix='grubench-overhead-')}/mlflow.db")
+    uri = resolve_uri(f"{tempfile.mkdtemp(prefix='grubench-overhead-')}/mlflow.db")
     cfg.tracking.uri, cfg.tracking.experiment = uri, "overhead"
     profiler = StepProfiler(skip)
     harness_trial(cfg, uri, extra_callbacks=[profiler])
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     given = any(o.startswith("tracking.uri=") for o in args.overrides)
-    uri, overrides = tracking.store_argument(args.overrides) if given else (None, args.overrides)
+    uri, overrides = store_argument(args.overrides) if given else (None, args.overrides)
     result = measure(overrides, args.rounds, args.skip, uri, args.clock)
     print(f"{'round':>5} {'harness ms/step':>16} {'plain ms/step':>14} {'step ratio':>10} "
           f"{'harness fit s':>14} {'plain fit s':>12} {'fit ratio':>9}")
@@ -252,4 +255,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command("grubench.bench.overhead", main)

@@ -14,9 +14,10 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from grubench.harness import tracking
 from grubench.bench.grid import METRICS, Cell
-from grubench.harness.tracking import Run
+from grubench.config import flatten
+from grubench.harness.provenance import environment_tags
+from grubench.harness.store import Run
 
 
 class BenchRecorder:
@@ -24,9 +25,9 @@ class BenchRecorder:
 
     def __init__(self, parent: Run, settings: DictConfig, tags: dict):
         self.parent = parent
-        self.tags = {**tracking.environment_tags(), **tags}
+        self.tags = {**environment_tags(), **tags}
         parent.set_tags({**tags, "bench/role": "grid"})
-        parent.log_params(tracking.flatten(OmegaConf.to_container(settings, resolve=True)))
+        parent.log_params(flatten(OmegaConf.to_container(settings, resolve=True)))
 
     def log_cell(self, row: dict, model_node: DictConfig | None) -> None:
         label = Cell(row["model"], row["device"], row["precision"], row["batch"], row["seq_len"], row["hidden"]).label
@@ -38,7 +39,7 @@ class BenchRecorder:
         run = self.parent.store.create_run(label, tags)
         params = {k: row[k] for k in ("model", "device", "precision", "batch", "seq_len", "hidden", "input_size")}
         if model_node is not None:
-            params.update(tracking.flatten(OmegaConf.to_container(model_node, resolve=True), "model/"))
+            params.update(flatten(OmegaConf.to_container(model_node, resolve=True), "model/"))
         run.log_params(params)
         metrics = {name: row[column] for column, name in METRICS.items()
                    if isinstance(row[column], (int, float)) and not math.isnan(row[column])}

@@ -1,12 +1,12 @@
 """Data sets: LightningDataModules that describe their task (see `base.TaskSpec`)."""
 
 from grubench.data.base import SequenceDataModule, TensorBatches
-from grubench.spec import TaskSpec
 from grubench.data.chorales import ChoralesDataModule
 from grubench.data.digits import DigitsDataModule
 from grubench.data.mnist import SequentialMNISTDataModule
 from grubench.data.mnist1d import MNIST1DDataModule
 from grubench.data.synthetic import AddingDataModule, CopyDataModule
+from grubench.spec import TaskSpec
 
 __all__ = [
     "AddingDataModule",

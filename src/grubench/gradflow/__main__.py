@@ -4,13 +4,13 @@ the gradient flow of several models at initialisation, side by side (claim C2)."
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from grubench.errors import GrubenchError
 from grubench.gradflow.measure import compare, finite, plot, write_csv
-from grubench.harness import tracking
+from grubench.harness.arguments import store_argument
+from grubench.harness.command import run_command
 from grubench.harness.runs import tracked_run
+from grubench.harness.store import Store
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def record(curves: list, overrides: list[str], out: Path) -> None:
     """One MLflow run per model in experiment `gradient_flow` of the store `tracking.uri=` names."""
-    uri, _ = tracking.store_argument(overrides)
-    store = tracking.Store.open(uri, "gradient_flow")
+    uri, _ = store_argument(overrides)
+    store = Store.open(uri, "gradient_flow")
     for curve in curves:
         name = f"{curve.model}-init-{'-'.join(overrides)}".rstrip("-")
         with tracked_run(store, name, {"model": curve.model, "claims": "C2", "overrides": " ".join(overrides)}) as run:
@@ -50,8 +50,4 @@ def record(curves: list, overrides: list[str], out: Path) -> None:
     print(f"  browse: {store.browse_hint()}")
 
 if __name__ == "__main__":
-    try:
-        main()
-    except GrubenchError as error:
-        print(f"grubench.gradflow: error: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_command("grubench.gradflow", main)

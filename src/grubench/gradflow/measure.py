@@ -44,8 +44,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from grubench.bench.compose import model_config
-from grubench.config import build
+from grubench.config import build, model_config
 from grubench.models.sequence import SequenceModel
 from grubench.task import loss_and_metric_inputs
 

@@ -9,7 +9,7 @@ import mlflow
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from grubench.harness.tracking import Run, retrying
+from grubench.harness.store import Run, retrying
 
 
 class RunLogger(MLFlowLogger):

@@ -17,16 +17,17 @@ and prints what it changed. Runs on other hosts are listed, not touched: run gc 
 from __future__ import annotations
 
 import argparse
-import os
 import socket
-import sys
 from dataclasses import dataclass
 
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from grubench.errors import GrubenchError
-from grubench.harness import tracking
+from grubench.errors import TrackingError
+from grubench.harness.arguments import add_store_argument, store_from_argument
+from grubench.harness.command import run_command
+from grubench.harness.provenance import owner_alive
+from grubench.harness.store import Run, Store, sqlite_path
 
 
 @dataclass
@@ -35,26 +36,6 @@ class Change:
     name: str
     status: str
     reason: str
-
-
-def process_alive(pid: int, started: int | None) -> bool:
-    """Whether process `pid` exists and is the one that started at `started` (when known)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    return started is None or tracking.process_start(pid) in (None, started)
-
-
-def owner_alive(tags: dict) -> bool:
-    """Whether the process that owns a run (its tags host, pid, pid_start) may still run: True
-    for another host's run or one without a pid, which this host cannot judge."""
-    if tags.get("host") != socket.gethostname() or not tags.get("pid", "").isdigit():
-        return True
-    started = int(tags["pid_start"]) if tags.get("pid_start", "").isdigit() else None
-    return process_alive(int(tags["pid"]), started)
 
 
 def dead_runs(client, experiment_ids: list[str], host: str) -> tuple[list[Change], list[str]]:
@@ -88,7 +69,7 @@ def collect(uri: str, experiment: str | None = None, dry_run: bool = False, host
     changes, elsewhere = dead_runs(client, experiment_ids, host or socket.gethostname())
     for change in changes:
         if not dry_run:
-            run = tracking.Run(tracking.Store(uri, client, ""), change.run_id, change.name)
+            run = Run(Store(uri, client, ""), change.run_id, change.name)
             run.set_tags({"error": change.reason, "closed_by": "grubench.reap"})
             run.set_status(change.status)
     if elsewhere:
@@ -98,19 +79,14 @@ def collect(uri: str, experiment: str | None = None, dry_run: bool = False, host
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grubench.harness.reap", description=__doc__.split("\n\n")[0])
-    tracking.add_store_argument(parser)
+    add_store_argument(parser)
     parser.add_argument("--experiment", help="only this experiment (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     args = parser.parse_args(argv)
-    try:
-        uri = tracking.store_from_argument(args.store)
-    except GrubenchError as error:
-        print(f"grubench.harness.reap: error: {error}", file=sys.stderr)
-        return 1
-    path = tracking.sqlite_path(uri)
+    uri = store_from_argument(args.store)
+    path = sqlite_path(uri)
     if path is not None and not path.exists():
-        print(f"grubench.harness.reap: error: no MLflow store at {path}", file=sys.stderr)
-        return 1
+        raise TrackingError(f"no MLflow store at {path}")
     changes = collect(uri, args.experiment, args.dry_run)
     verb = "would mark" if args.dry_run else "marked"
     for change in changes:
@@ -120,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command("grubench.harness.reap", main)

@@ -25,10 +25,11 @@ from pathlib import Path
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 
-from grubench.harness import checkpointing, tracking
-from grubench.harness.reap import process_alive
-from grubench.harness.tracking import Run, Store
+from grubench.config import flatten
 from grubench.errors import ConfigError
+from grubench.harness import checkpointing
+from grubench.harness.provenance import owner_alive
+from grubench.harness.store import Run, Store
 
 # Overrides that may differ from the recorded config: resume itself, and where the store is.
 FREE_KEYS = ("resume", "tracking.uri")
@@ -74,10 +75,9 @@ def check_resumable(run) -> None:
     info, tags = run.info, run.data.tags
     if info.status == "FINISHED":
         raise ConfigError(f"resume: run {info.run_id} finished; there is nothing to resume")
-    if info.status == "RUNNING" and tags.get("host") == socket.gethostname() and tags.get("pid"):
-        started = int(tags["pid_start"]) if tags.get("pid_start", "").isdigit() else None
-        if process_alive(int(tags["pid"]), started):
-            raise ConfigError(f"resume: run {info.run_id} is still running (pid {tags['pid']}); stop it first")
+    if info.status == "RUNNING" and tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() \
+            and owner_alive(tags):
+        raise ConfigError(f"resume: run {info.run_id} is still running (pid {tags['pid']}); stop it first")
 
 
 def recorded_config(cfg: DictConfig, run_id: str, uri: str, overrides: list[str]) -> DictConfig:
@@ -114,7 +114,7 @@ def leaves(value, key: str) -> dict:
         return {key: OmegaConf.to_container(value, resolve=True)}
     if not OmegaConf.is_dict(value):
         return {key: value}
-    flat = tracking.flatten(OmegaConf.to_container(value, resolve=True))
+    flat = flatten(OmegaConf.to_container(value, resolve=True))
     return {f"{key}.{name.replace('/', '.')}": leaf for name, leaf in flat.items()}
 
 

@@ -8,7 +8,9 @@ The run ends
 
     FINISHED  when the block ends normally
     KILLED    on Ctrl-C or SIGTERM (KeyboardInterrupt), or a non-zero SystemExit (Lightning turns
-              Ctrl-C into sys.exit(1)); tag error = "interrupted ..."
+              Ctrl-C into sys.exit(1)); tag error = "interrupted ..."; the block's exception
+              is then raised as `Interrupted(run id)`, so that the command can say which run
+              it left KILLED
     FAILED    on any other exception: tag error = its first line, and the traceback as the
               artifact error.txt
 
@@ -27,8 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from grubench.errors import GrubenchError
-from grubench.harness.tracking import Run, Store, environment_tags
+from grubench.errors import Interrupted, first_line
+from grubench.harness.provenance import environment_tags
+from grubench.harness.store import Run, Store
 
 log = logging.getLogger("grubench")
 
@@ -44,17 +47,13 @@ def ending(failure: BaseException | None) -> tuple[str, str | None]:
     if isinstance(failure, SystemExit):
         if failure.code in (0, None):
             return FINISHED, None
-        cause = failure.__context__  # Hydra reports an exception by sys.exit(1) inside its handler
-        if cause is not None and not isinstance(cause, (KeyboardInterrupt, SystemExit)):
+        cause = failure.__context__  # Lightning exits 1 on Ctrl-C; Hydra exits 1 inside its handler
+        if isinstance(cause, KeyboardInterrupt):
+            return KILLED, "interrupted (Ctrl-C or SIGTERM)"
+        if cause is not None and not isinstance(cause, SystemExit):
             return FAILED, first_line(cause)
         return KILLED, f"interrupted (exit {failure.code})"
     return FAILED, first_line(failure)
-
-
-def first_line(error: BaseException) -> str:
-    """The error's first line, its type named unless it is one of grubench's own one-line errors."""
-    text = str(error).strip() if isinstance(error, GrubenchError) else f"{type(error).__name__}: {error}".strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextmanager
@@ -80,6 +79,9 @@ def tracked_run(store: Store, name: str | None = None, tags: Mapping[str, Any] =
         raise
     finally:
         close(run, failure, list(logs), describe_error)
+        if failure is not None and ending(failure)[0] == KILLED \
+                and not (isinstance(failure, Interrupted) and failure.run_id):
+            raise Interrupted(run.id) from failure
 
 
 def close(run: Run, failure: BaseException | None, logs: list[Path], describe_error=None) -> None:

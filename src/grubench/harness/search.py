@@ -45,15 +45,25 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState
 
 from grubench.config import build
-from grubench.errors import ConfigError, GrubenchError, SweepFailed
-from grubench.harness import devices, tracking
+from grubench.errors import ConfigError, SweepFailed
+from grubench.harness import devices
 from grubench.harness.runs import tracked_run
-from grubench.harness.sweep import BEST_FILE, PARENT_ID_FILE, failed_jobs, read_parent_id
-from grubench.harness.tracking import Run
+from grubench.harness.store import Run, Store, resolve_uri, sqlite_path
+from grubench.harness.sweep import (
+    BEST_FILE,
+    PARENT_ID_FILE,
+    failed_jobs,
+    read_parent_id,
+)
 
 INTERRUPTED = "interrupted"
 
@@ -135,37 +145,30 @@ class OptunaSweeper(Sweeper):
                                                                 task_function=task_function)
 
     def sweep(self, arguments: list[str]) -> None:
-        uri = tracking.resolve_uri(self.config.tracking.uri)
+        uri = resolve_uri(self.config.tracking.uri)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        try:  # every refusal comes before any run is opened or reopened
-            devices.check_sweep_devices(self.config)
-            store = tracking.Store.open(uri, self.config.tracking.experiment)
-            space, fixed, metric, direction = self.prepare(arguments)
-            lock = self.lock_study(uri)
-            study = self.open_study(uri, space, direction)
-        except GrubenchError as error:
-            print(f"grubench: error: {error}", file=sys.stderr, flush=True)
-            sys.exit(1)
+        # every refusal comes before any run is opened or reopened
+        devices.check_sweep_devices(self.config)
+        store = Store.open(uri, self.config.tracking.experiment)
+        space, fixed, metric, direction = self.prepare(arguments)
+        lock = self.lock_study(uri)
+        study = self.open_study(uri, space, direction)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         overrides = " ".join(self.config.hydra.overrides.task)
         tags = {"sweep": "parent", "overrides": overrides, "claims": ",".join(self.config.get("claims") or []),
                 "sweep_dir": str(sweep_dir.resolve()), "search/study": self.study_name, "search/metric": metric,
                 "search/direction": direction, "search/n_trials": self.n_trials}
-        try:
-            with lock, tracked_run(store, f"search {overrides}".strip(), tags,
-                                   reopen=self.parent_to_reopen(store, sweep_dir)) as parent:
-                (sweep_dir / PARENT_ID_FILE).write_text(parent.id)
-                parent.set_tags(tags)
-                known = study.user_attrs.get("mlflow_parent_run_ids", [])
-                if parent.id not in known:
-                    study.set_user_attr("mlflow_parent_run_ids", [*known, parent.id])
-                print(f"search {self.study_name}: {counted(study)} of {self.n_trials} trials done; {direction} "
-                      f"{metric}; study in {self.storage_url(uri)}", flush=True)
-                self.run_trials(study, space, fixed, parent, sweep_dir, metric)
-        except SweepFailed as error:
-            print(f"grubench: error: {error}", file=sys.stderr, flush=True)
-            sys.exit(1)
+        with lock, tracked_run(store, f"search {overrides}".strip(), tags,
+                               reopen=self.parent_to_reopen(store, sweep_dir)) as parent:
+            (sweep_dir / PARENT_ID_FILE).write_text(parent.id)
+            parent.set_tags(tags)
+            known = study.user_attrs.get("mlflow_parent_run_ids", [])
+            if parent.id not in known:
+                study.set_user_attr("mlflow_parent_run_ids", [*known, parent.id])
+            print(f"search {self.study_name}: {counted(study)} of {self.n_trials} trials done; {direction} "
+                  f"{metric}; study in {self.storage_url(uri)}", flush=True)
+            self.run_trials(study, space, fixed, parent, sweep_dir, metric)
         print(f"search finished: best trial in {sweep_dir / BEST_FILE}\n  browse: {store.browse_hint()}")
 
     def run_trials(self, study: optuna.Study, space: dict, fixed: list[str], parent: Run, sweep_dir: Path,
@@ -212,7 +215,7 @@ class OptunaSweeper(Sweeper):
         return lock
 
     @staticmethod
-    def parent_to_reopen(store: tracking.Store, sweep_dir: Path) -> str | None:
+    def parent_to_reopen(store: Store, sweep_dir: Path) -> str | None:
         """The parent run of an earlier session of this search (same sweep folder), if the store has it."""
         existing = read_parent_id(sweep_dir)
         if existing is None:
@@ -255,7 +258,7 @@ class OptunaSweeper(Sweeper):
     def storage_url(self, uri: str) -> str:
         if self.storage:
             return str(self.storage)
-        path = tracking.sqlite_path(uri)
+        path = sqlite_path(uri)
         if path is None:
             raise ConfigError(f"the MLflow store {uri} is a server: set hydra.sweeper.storage to an Optuna storage URL")
         return f"sqlite:///{path.parent / 'optuna.db'}"

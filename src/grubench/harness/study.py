@@ -352,13 +352,13 @@ class StudySweeper(Sweeper):
             print(f"  left out ({why}): {preset} {setting or '(its one setting)'}: {', '.join(models)}", flush=True)
 
     def tag_parent(self, sweep_dir: Path, path: Path, report: dict) -> None:
-        from grubench.harness import tracking
+        from grubench.harness.store import Store, resolve_uri
         from grubench.harness.sweep import read_parent_id
 
         parent_id = read_parent_id(sweep_dir)
         if parent_id is None:
             return
-        store = tracking.Store.open(tracking.resolve_uri(self.config.tracking.uri), self.config.tracking.experiment)
+        store = Store.open(resolve_uri(self.config.tracking.uri), self.config.tracking.experiment)
         parent = store.run(parent_id)
         lines = "; ".join(f"{s['preset']} {s['setting']} ({s['why']}): {','.join(s['models_at_seeds'])}"
                           for s in report["settings"])

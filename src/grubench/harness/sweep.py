@@ -5,6 +5,7 @@ the sweep, creates the store and the experiment once, before any job, opens the 
 (`runs.tracked_run`) and writes its id into the sweep folder, where every job (in this process
 or another) reads it. When the sweep ends it counts the jobs that failed and closes the parent:
 FAILED, with the first failure, if any job failed (the command then exits 1), else FINISHED.
+Hydra turns a callback's Exception into a warning, so a refusal leaves the callback as `Refused`.
 Hydra calls nothing when a launcher or sweeper raises (or on Ctrl-C), so the entry point calls
 `close_parent` with what ended the command: the parent is closed FAILED or KILLED then.
 
@@ -15,7 +16,6 @@ checks: a refused search changes no run.
 
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,11 +28,11 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from grubench.errors import ConfigError, GrubenchError, SweepFailed
-from grubench.quiet import quiet
+from grubench.errors import ConfigError, GrubenchError, Refused, SweepFailed, first_line
+from grubench.harness.quiet import quiet
 
 if TYPE_CHECKING:
-    from grubench.harness.tracking import Run, Store
+    from grubench.harness.store import Run, Store
 
 # Hydra builds the MultirunParent callback for every command, a refused one too: MLflow and
 # Lightning (tracking, runs, devices, reap) load inside the methods that use them, so that a
@@ -88,18 +88,18 @@ def close_parent(failure: BaseException | None) -> None:
     if failure is None:
         stack.close()
         return
-    stack.__exit__(type(failure), failure, failure.__traceback__)
-    from grubench.harness.runs import first_line
-
     interrupted = isinstance(failure, (KeyboardInterrupt, SystemExit))
-    close_orphans(parent.store, parent.id, "interrupted: the sweep stopped" if interrupted
-                  else f"the sweep failed: {first_line(failure)}")
+    try:
+        stack.__exit__(type(failure), failure, failure.__traceback__)  # raises Interrupted(parent) on Ctrl-C
+    finally:
+        close_orphans(parent.store, parent.id, "interrupted: the sweep stopped" if interrupted
+                      else f"the sweep failed: {first_line(failure)}")
 
 
 def close_orphans(store: Store, parent_id: str, reason: str, wait_s: float = 10.0) -> None:
     """Mark KILLED the RUNNING children of `parent_id` whose process has ended (waiting up to
     `wait_s` for workers that are still shutting down)."""
-    from grubench.harness.reap import owner_alive
+    from grubench.harness.provenance import owner_alive
 
     deadline = time.monotonic() + wait_s
     while True:
@@ -158,20 +158,19 @@ class MultirunParent(Callback):
         if searching(config):
             return  # the search opens its parent after its own checks
         try:
-            if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # the study checks its own
-                check_jobs(config)  # before MLflow loads: a refused value answers at once
+            self.open_parent(config)
         except GrubenchError as error:
-            print(f"grubench: error: {error}", file=sys.stderr)
-            sys.exit(1)
-        from grubench.harness import devices, tracking
-        from grubench.harness.runs import tracked_run
+            raise Refused(error) from error
 
-        try:
-            devices.check_sweep_devices(config)
-            store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
-        except GrubenchError as error:
-            print(f"grubench: error: {error}", file=sys.stderr)
-            sys.exit(1)
+    def open_parent(self, config: DictConfig) -> None:
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # the study checks its own
+            check_jobs(config)  # before MLflow loads: a refused value answers at once
+        from grubench.harness import devices
+        from grubench.harness.runs import tracked_run
+        from grubench.harness.store import Store, resolve_uri
+
+        devices.check_sweep_devices(config)
+        store = Store.open(resolve_uri(config.tracking.uri), config.tracking.experiment)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for stale in sweep_dir.glob(f"*/{FAILED_FILE}"):  # left by an earlier sweep in the same folder
@@ -188,26 +187,25 @@ class MultirunParent(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
             return
-        from grubench.harness import tracking
+        from grubench.harness.store import Store, resolve_uri
 
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs, failures = failed_jobs(sweep_dir)
-        store = tracking.Store.open(tracking.resolve_uri(config.tracking.uri), config.tracking.experiment)
+        store = Store.open(resolve_uri(config.tracking.uri), config.tracking.experiment)
         parent = store.run(read_parent_id(sweep_dir))
         parent.set_tags({"jobs/total": len(jobs), "jobs/failed": len(failures)})
         if failures:
-            message = f"{len(failures)} of {len(jobs)} jobs failed, first: job {failures[0].parent.name}: " \
-                      f"{failures[0].read_text().strip()}"
-            close_parent(SweepFailed(message))
-            print(f"grubench: error: {message}", file=sys.stderr)
-            sys.exit(1)
+            failed = SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed, first: job {failures[0].parent.name}: "
+                                 f"{failures[0].read_text().strip()}")
+            close_parent(failed)
+            raise Refused(failed)
         close_parent(None)
         print(f"sweep finished: {len(jobs)} jobs, parent run {parent.id}\n{browse_jobs(store, parent.id)}")
 
 
 def browse_jobs(store, parent_id: str) -> str:
     """How to see the sweep's jobs: the runs-table view of their task metric (grubench.browse)."""
-    from grubench import browse
+    from grubench.harness import browse
 
     jobs = store.client.search_runs([store.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1)
     tags = jobs[0].data.tags if jobs else {}

@@ -45,7 +45,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from grubench.models.cells import Cell, GRUCell, LSTMCell, TorchGRUCell, TorchLSTMCell, TorchRNNCell
+from grubench.models.cells import (
+    Cell,
+    GRUCell,
+    LSTMCell,
+    TorchGRUCell,
+    TorchLSTMCell,
+    TorchRNNCell,
+)
 from grubench.models.layers import Recurrent
 
 KERAS_GRU_IN_TORCH = ("Keras' GRU(reset_after=False) applies the reset gate before the recurrent matmul and "

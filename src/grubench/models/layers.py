@@ -24,8 +24,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from grubench.spec import require_positive
+from grubench.errors import first_line
 from grubench.models.cells import Cell, State
+from grubench.spec import require_positive
 
 log = logging.getLogger("grubench")
 
@@ -169,7 +170,7 @@ def compile_problem() -> str | None:
         probe = torch.compile(lambda a: torch.sigmoid(a) * a)
         probe(torch.ones(2, requires_grad=True)).sum().backward()
     except Exception as error:  # noqa: BLE001 - any failure means: run eagerly
-        return _first_line(error)
+        return first_line(error)[:200]
     return None
 
 
@@ -187,7 +188,7 @@ def _compiled_step(cell: Cell, method: str = "step") -> Callable:
                 chosen.append(compiled)
                 return out
             except Exception as error:  # noqa: BLE001
-                log.warning("torch.compile failed (%s); the cell %s runs eagerly", _first_line(error), method)
+                log.warning("torch.compile failed (%s); the cell %s runs eagerly", first_line(error)[:200], method)
                 chosen.append(eager)
         return chosen[0](*args)
 
@@ -198,11 +199,6 @@ def _pick(state: State, index: int) -> State:
     if isinstance(state, tuple):
         return tuple(part[index] for part in state)
     return state[index]
-
-
-def _first_line(error: Exception) -> str:
-    text = f"{type(error).__name__}: {error}".strip()
-    return text.splitlines()[0][:200]
 
 
 def copy_torch_weights(fused: nn.RNNBase, layer: Recurrent) -> None:

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from grubench.spec import TaskSpec, require_positive
 from grubench.models import counting
 from grubench.models.layers import accepts
+from grubench.spec import TaskSpec, require_positive
 
 
 class OneHot(nn.Module):

@@ -11,15 +11,16 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from grubench.errors import GrubenchError
-from grubench.harness import tracking
+from grubench.harness.arguments import add_store_argument, store_from_argument
+from grubench.harness.command import run_command
 from grubench.harness.runs import tracked_run
+from grubench.harness.store import Store, check_store, sqlite_path
 from grubench.report import plots
 from grubench.report.evidence import claim_runs, load_curves, load_runs, training_runs
 from grubench.report.verdicts import CLAIMS, PUBLISHED, RULES, Verdict, all_verdicts
@@ -158,9 +159,9 @@ def inline(text: str) -> str:
 
 
 def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
-    tracking.check_store(uri)
-    if tracking.sqlite_path(uri) and not tracking.sqlite_path(uri).exists():
-        raise GrubenchError(f"no MLflow store at {tracking.sqlite_path(uri)}: run the studies first "
+    check_store(uri)
+    if sqlite_path(uri) and not sqlite_path(uri).exists():
+        raise GrubenchError(f"no MLflow store at {sqlite_path(uri)}: run the studies first "
                             "(scripts/reproduce.sh small)")
     frame = load_runs(uri)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,7 @@ def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, out))
     if log:
-        with tracked_run(tracking.Store.open(uri, "report"), "claims report") as run:
+        with tracked_run(Store.open(uri, "report"), "claims report") as run:
             run.set_tags({f"verdict/{v.claim}": v.verdict for v in verdicts})
             for path in [out / "report.md", out / "report.html", *[p for ps in made.values() for p in ps]]:
                 run.log_artifact(path)
@@ -179,16 +180,11 @@ def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grubench.report", description=__doc__.splitlines()[0])
-    tracking.add_store_argument(parser)
+    add_store_argument(parser)
     parser.add_argument("--out", default="report", type=Path, help="folder for report.md, report.html and figures")
     parser.add_argument("--no-log", action="store_true", help="do not log the report as an MLflow run")
     args = parser.parse_args(argv)
-    try:
-        uri = tracking.store_from_argument(args.store)
-        verdicts = write_report(uri, args.out, log=not args.no_log)
-    except GrubenchError as error:
-        print(f"grubench.report: error: {error}", file=sys.stderr)
-        return 1
+    verdicts = write_report(store_from_argument(args.store), args.out, log=not args.no_log)
     width = max(len(v.verdict) for v in verdicts)
     for v in verdicts:
         print(f"{v.claim}  {v.verdict:<{width}}  {v.evidence}")
@@ -197,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command("grubench.report", main)

@@ -51,7 +51,15 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from grubench import levels
-from grubench.report.evidence import Summary, claim_runs, compare, higher_is_better, summarise, task_of
+from grubench.claims import CLAIMS
+from grubench.report.evidence import (
+    Summary,
+    claim_runs,
+    compare,
+    higher_is_better,
+    summarise,
+    task_of,
+)
 
 MIN_SEEDS = 2
 MIN_SETTINGS = 2
@@ -61,16 +69,6 @@ DECISIVE = (BETTER, WORSE, TIE)
 UNDERTRAINED = "inconclusive (undertrained)"
 AT_CEILING = "inconclusive (at ceiling)"
 TOO_FEW_SEEDS = "inconclusive (too few seeds)"
-
-CLAIMS = {
-    "C1": "LSTM has a longer memory than a basic RNN and beats it on most sequence tasks",
-    "C2": "LSTM is less prone to vanishing gradients than a basic RNN",
-    "C3": "LSTM is expensive: many parameters, costly to compute",
-    "C4": "the forget gate matters most; a forget-gate-only network (JANET) beats a standard LSTM",
-    "C5": "the GRU (two gates, one state) is a cheaper simplification of the LSTM that works as well",
-    "C6": "gate semantics: r=0 takes the candidate from x_t alone; z=0 keeps h_{t-1}; z=1 takes the candidate",
-    "C7": "a GRUCell unrolled by hand is the GRU layer; GRU layers stack",
-}
 
 PUBLISHED = {
     "C1": "Sequential MNIST (Cooijmans et al. 2017, Table 1): tanh RNN 35.0% vs LSTM 98.9%. Chung et al. 2014, "

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
-from grubench.harness.tracking import Run, Store, retrying, sqlite_path
+from grubench.harness.store import Run, Store, retrying, sqlite_path
 
 # Keys of the Hydra overrides that already appear in a run name's first part (or its end: the seed).
 NAMED_IN_RUN_NAME = ("model", "+model", "dataset", "seed")

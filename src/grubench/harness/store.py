@@ -5,7 +5,7 @@
     Run                           one open run: params, metrics, tags, artifacts, final status
 
 A run's life (open, always close FINISHED / FAILED / KILLED) belongs to `harness.runs`; this
-module only knows how to reach the store. Writes retry while SQLite reports the file locked:
+module only knows how to reach the store (where a run came from: `provenance`). Writes retry while SQLite reports the file locked:
 jobs running at once share one SQLite file, and MLflow's own wait does not cover a transaction
 that read before it wrote.
 """
@@ -13,10 +13,7 @@ that read before it wrote.
 from __future__ import annotations
 
 import os
-import platform
 import random
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,12 +21,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-import mlflow
 from filelock import FileLock, Timeout
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from grubench.errors import TrackingError
+from grubench.errors import TrackingError, first_line
 
 PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
@@ -58,46 +54,35 @@ def resolve_uri(uri: str | None, start_dir: str | os.PathLike | None = None) -> 
     return f"sqlite:///{path.resolve()}"
 
 
-def store_argument(arguments: list[str]) -> tuple[str, list[str]]:
-    """(the store a command's `tracking.uri=STORE` argument names, resolved as `resolve_uri` does;
-    the other arguments). Every command takes the store this way."""
-    given = [a for a in arguments if a.startswith("tracking.uri=")]
-    rest = [a for a in arguments if not a.startswith("tracking.uri=")]
-    return resolve_uri(given[-1].split("=", 1)[1] if given else None), rest
-
-
-def add_store_argument(parser) -> None:
-    """The optional `tracking.uri=STORE` argument of a command that reads a store (argparse)."""
-    parser.add_argument("store", nargs="?", default=None, metavar="tracking.uri=STORE",
-                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-
-
-def store_from_argument(value: str | None) -> str:
-    """The store `add_store_argument`'s value names; TrackingError when it is not `tracking.uri=...`."""
-    if value and not value.startswith("tracking.uri="):
-        raise TrackingError(f"{value}: give the store as tracking.uri=STORE")
-    return store_argument([value] if value else [])[0]
-
-
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def check_store(uri: str) -> None:
     """Fail early, with one line, when a SQLite store's file cannot be created or written, or a
-    server does not answer."""
+    server does not answer. For a store that does not exist yet, a file is made beside it (and
+    removed at once): whatever stops that (a missing or read-only folder, a file system that takes
+    no files) is said in the system's own words. The store's own name is left alone, so that a
+    command making the store at the same moment never loses it."""
     path = sqlite_path(uri)
     if path is None:
         if uri.startswith(("http://", "https://")):
             check_server(uri)
         return
-    if path.exists():
-        if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):
-            raise TrackingError(f"cannot use MLflow store {path}: not a readable and writable file")
-    elif not path.parent.is_dir():
-        raise TrackingError(f"cannot create MLflow store {path}: directory {path.parent} does not exist")
-    elif not os.access(path.parent, os.W_OK):
-        raise TrackingError(f"cannot create MLflow store {path}: directory {path.parent} is not writable")
+    try:
+        if path.exists():
+            if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):
+                raise TrackingError(f"cannot use MLflow store {path}: not a readable and writable file")
+            return
+        if not path.parent.is_dir():
+            raise TrackingError(f"cannot create MLflow store {path}: directory {path.parent} does not exist")
+        probe = path.with_name(f".grubench-probe-{os.getpid()}")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        probe.unlink()
+        if len(path.name) > os.pathconf(path.parent, "PC_NAME_MAX"):
+            raise OSError(36, "File name too long")
+    except OSError as error:
+        raise TrackingError(f"cannot create MLflow store {path}: {(error.strerror or str(error)).lower()}") from None
 
 
 def store_lock(uri: str):
@@ -161,8 +146,7 @@ class Store:
             raise TrackingError(f"cannot use MLflow store {uri}: {error.lock_file} held for {LOCK_TIMEOUT_S} s "
                                 "by another process; remove it if no grubench command is running") from error
         except Exception as error:  # noqa: BLE001 - any failure here means the store is unusable
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TrackingError(f"cannot use MLflow store {uri}: {first_line}") from error
+            raise TrackingError(f"cannot use MLflow store {uri}: {first_line(error)}") from error
 
     def create_run(self, name: str | None, tags: Mapping[str, Any]) -> "Run":
         run = retrying(self.client.create_run, self.experiment_id, run_name=name,
@@ -204,7 +188,7 @@ class Run:
             retrying(self.store.client.log_batch, self.id, params=items[start : start + PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        timestamp = mlflow.utils.time.get_current_time_millis()
+        timestamp = int(time.time() * 1000)
         items = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
         retrying(self.store.client.log_batch, self.id, metrics=items)
 
@@ -229,60 +213,3 @@ class Run:
             retrying(self.store.client.update_run, self.id, status=status)
         else:
             retrying(self.store.client.set_terminated, self.id, status)
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a/b": 1}; lists stay whole values."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "/"))
-        else:
-            flat[name] = value
-    return flat
-
-
-def git_commit() -> str:
-    """The commit of the grubench source tree, or "unknown" outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def environment_tags() -> dict[str, str]:
-    """Versions, host and process: what a reader needs to know where a number came from."""
-    import pytorch_lightning
-    import torch
-
-    cuda = torch.version.cuda or "none"
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    commit = git_commit()
-    return {
-        "mlflow.source.name": "python -m grubench",
-        "mlflow.source.type": "LOCAL",
-        "mlflow.source.git.commit": commit,
-        "git_commit": commit,
-        "version/torch": torch.__version__,
-        "version/lightning": pytorch_lightning.__version__,
-        "version/cuda": cuda,
-        "version/cudnn": str(torch.backends.cudnn.version()) if torch.cuda.is_available() else "none",
-        "version/mlflow": mlflow.__version__,
-        "device": device,
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
-        "pid_start": str(process_start(os.getpid())),
-    }
-
-
-def process_start(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot (Linux), so that a pid reused by a
-    later process is not taken for the run's; None where /proc cannot tell."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
