@@ -2,11 +2,12 @@
 
     python scripts/doc_example.py
 
-The document (CLAIMS.md) unrolls a GRUCell by hand over x [2, 80, 100] with 64 units, and stacks
-two GRU layers, the first returning sequences, to map x to [2, 64]. This script does both with
-the document's own cell (`grubench.models.GRUCell`), checks that the unrolled cell equals the
-layer, prints each layer's parameter count beside the Keras numbers quoted in CLAIMS.md, and
-takes weights to Keras' layout and back (`grubench.models.convert`).
+The document (a Keras tutorial on the GRU; docs/claims.md) unrolls a GRUCell by hand over
+x [2, 80, 100] with 64 units, and stacks two GRU layers, the first returning sequences, to map x
+to [2, 64]. This script does both with the document's own cell (`grubench.models.GRUCell`),
+checks that the unrolled cell equals the layer, prints each layer's parameter count beside the
+Keras numbers in docs/claims.md, and takes weights to Keras' layout and back
+(`grubench.models.convert`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ print(f"2-layer stack: {tuple(x.shape)} -> {tuple(sequences.shape)} -> {tuple(ne
       f"Recurrent(num_layers=2) agrees to {stack_gap:.1e}")
 assert net_out.shape == (2, 64) and stack_gap < 1e-6
 
-# -- parameters, input 100 and 64 units, beside the Keras numbers in CLAIMS.md -----------------
+# -- parameters, input 100 and 64 units, beside the Keras numbers in docs/claims.md ------------
 def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -52,16 +53,16 @@ def params(module: nn.Module) -> int:
 rows = [
     ("GRUCell (the document's), layer 1", params(first), "Keras GRU(reset_after=False)", 31_680,
      "same equations, one bias per gate: 3H(F + H) + 3H"),
-    ("GRUCell, layer 2 (input 64)", params(second), "(not in CLAIMS.md)", None,
+    ("GRUCell, layer 2 (input 64)", params(second), "(not in docs/claims.md)", None,
      "3H(H + H) + 3H: the second layer reads 64 features, not 100"),
     ("torch nn.GRU", params(nn.GRU(100, 64)), "Keras GRU(reset_after=True)", 31_872,
      "reset after the matmul; an input and a recurrent bias per gate: 3H = 192 more"),
     ("LSTMCell", params(Recurrent(LSTMCell, 100, 64)), "Keras LSTM", 42_240,
      "same equations, one bias per gate: 4H(F + H) + 4H"),
     ("torch nn.LSTM", params(nn.LSTM(100, 64)), "Keras LSTM", 42_240,
-     "torch keeps two biases per gate: + 4H = 256 (CLAIMS.md: 42,496)"),
+     "torch keeps two biases per gate: + 4H = 256 (docs/claims.md: 42,496)"),
     ("torch nn.RNN", params(nn.RNN(100, 64)), "Keras SimpleRNN", 10_560,
-     "torch keeps two biases: + H = 64 (CLAIMS.md: 10,624)"),
+     "torch keeps two biases: + H = 64 (docs/claims.md: 10,624)"),
 ]
 print(f"\n{'layer (F = 100, H = 64)':34} {'grubench':>9} {'Keras':>7} {'diff':>5}  Keras layer: why")
 for name, ours, keras_name, keras, reason in rows:

@@ -37,8 +37,9 @@ args=(hydra/sweeper=study hydra/launcher=pack hydra.launcher.n_jobs="$jobs" hydr
       hydra.sweeper.budget_s="$budget" hydra.sweep.dir="$sweep_dir")
 [ "$budget" != null ] && args+=(hydra.sweeper.job_max_s="${JOB_MAX_S:-90}")
 if $rehearse || ! $PY -c "import music21" 2>/dev/null; then
-  # The GPU machine has no music21; the rehearsal leaves them out too: two jobs parsing the
-  # corpus at once have failed here reading a compressed file (zlib error -5), not yet solved.
+  # A GPU machine set up as docs/gpu.md says has no music21; the rehearsal leaves them out too:
+  # two jobs parsing the corpus at once have failed reading a compressed file (zlib error -5),
+  # not yet solved.
   echo "full study: the Bach chorales are left out (no music21 here, or a rehearsal)"
   args+=('hydra.sweeper.leave_out=["dataset=chorales"]')
 fi

@@ -9,10 +9,13 @@
 # Results go to $OUT (or ./gpu_check_out), packed: check-summary.txt (the numbers to read),
 # check-logs.tar.gz, check-mlflow.tar.gz (the store, checkpoints left out), check-bench.tar.gz.
 #
-#   here, once:          bash scripts/gpu_check.sh --fetch-wheels
-#                        (wheels of every package grubench imports that the GPU image lacks:
+# Written for a GPU machine without network access that has torch and Lightning but not Hydra,
+# OmegaConf or MLflow: their wheels are fetched beforehand and copied along with the tree.
+#
+#   with PyPI access, once:  bash scripts/gpu_check.sh --fetch-wheels
+#                        (wheels of every package grubench imports that such a machine lacks:
 #                        Hydra, OmegaConf, MLflow and theirs; for Python 3.12, into .whl/)
-#   on the GPU machine:  bash scripts/gpu_check.sh               (with .whl carried along)
+#   on the GPU machine:  bash scripts/gpu_check.sh               (with .whl/ copied along)
 #                        bash scripts/reproduce.sh full --budget 360   (the second command)
 #   anywhere, no GPU:    bash scripts/gpu_check.sh --rehearse
 #                        (both commands' steps at toy size on the CPU, into the same $OUT
@@ -29,15 +32,15 @@ case "${1:-}" in
   *) echo "usage: bash scripts/gpu_check.sh [--fetch-wheels | --rehearse]" >&2; exit 2 ;;
 esac
 
-# What grubench imports (a run, a sweep with the pack launcher, the report) that the GPU image
-# lacks (.library/device/KINDS.md lists what it has), at the versions installed here.
+# What grubench imports (a run, a sweep with the pack launcher, the report) that a GPU machine
+# with only torch and Lightning lacks, at the versions installed where --fetch-wheels runs.
 WHEELS=(hydra-core omegaconf antlr4-python3-runtime hydra-joblib-launcher
         mlflow mlflow-skinny mlflow-tracing SQLAlchemy alembic Mako sqlparse cachetools
         databricks-sdk google-auth pyasn1 pyasn1_modules cryptography cffi pycparser
         fastapi starlette pydantic pydantic_core annotated-types typing-inspection importlib_metadata
         opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-semantic-conventions
         optuna colorlog chardet mnist1d)
-SDIST_ONLY=(antlr4-python3-runtime)   # no wheel on PyPI: built here (pure Python)
+SDIST_ONLY=(antlr4-python3-runtime)   # no wheel on PyPI: built from its source (pure Python)
 
 if [ "$mode" = fetch ]; then
   PY=${PYTHON:-python3}

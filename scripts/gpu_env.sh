@@ -1,6 +1,7 @@
 # Sourced by scripts/gpu_check.sh and scripts/full_study.sh: the Python to use and its packages.
-# On a bare GPU machine the wheels carried in .whl/ (bash scripts/gpu_check.sh --fetch-wheels)
-# are installed once into /tmp/grubench_site; grubench itself runs from src/, uninstalled.
+# On a GPU machine without Hydra or MLflow, the wheels copied along in .whl/ (bash
+# scripts/gpu_check.sh --fetch-wheels) are installed once into /tmp/grubench_site; grubench
+# itself runs from src/, uninstalled.
 PY=${PYTHON:-python3}
 SITE=/tmp/grubench_site
 if compgen -G ".whl/*.whl" > /dev/null && ! $PY -c "import hydra, mlflow" 2>/dev/null; then
@@ -18,7 +19,8 @@ fi
 export PYTHONUNBUFFERED=1
 
 # pack NAME FILES...: tar.gz FILES (relative to the current directory) into $OUT/NAME, leaving
-# out checkpoints; a file over 16 MiB (what comes back from the machine) is reported, not kept.
+# out checkpoints; a file over 16 MiB is reported and cut to its first member, so that the
+# results stay small enough to copy back.
 pack() {
     local name=$1; shift
     [ -n "${OUT:-}" ] || return 0

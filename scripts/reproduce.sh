@@ -6,7 +6,7 @@
 #
 # With STUDY names (e.g. c4_gates c5_gru) only those studies run, then the report; the report
 # always reads the whole store, so studies run earlier still count.
-# small: every small preset as one anytime sweep (hydra/sweeper=study, the order of docs/gpu.md:
+# small: every small preset but minimal as one anytime sweep (hydra/sweeper=study, the order of docs/gpu.md:
 #        seeds 0 and 1 of every setting first, the presets taking turns), two jobs at a time on a
 #        2-core CPU (hydra/launcher=pack, one thread each); sized for under 30 minutes on a quiet
 #        2-core CPU. C2 reads the gradient flow of the C1 length study's runs.
