@@ -2,8 +2,11 @@
 
 Every check raises `ConfigError` with one line that starts with the setting and its value and
 says what would be valid (`trainer.max_epochs=0: ...`). Types are checked too, since a command
-line value such as `trainer.max_epochs=ten` composes as a string. What only a built object can
-tell (a model's own options, a data set's sizes) is checked by its constructor (config.build).
+line value such as `trainer.max_epochs=ten` composes as a string. Some checks hold for every
+setting of a kind, whatever its name (`check_kinds`): an integer fits torch's int64, a number is
+finite, a seed is one numpy takes. What only a built object can tell (a model's own options, a
+data set's sizes, whether a model fits in memory) is checked when the run is built
+(config.build, harness.guards).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "dataset.batch_size", "data
 NON_NEGATIVE = ("dataset.val_size",)  # mnist1d: 0 trains on every training sequence, as the paper
 POSITIVE_OR_NULL = ("threads", "early_stopping.patience", "dataset.limit", "dataset.max_pieces", "model.embed_dim")
 ABSENT = object()
+INT64 = 2**63 - 1
+SEED_MAX = 2**32 - 1  # numpy's seeds (Lightning seeds numpy, torch and random from one)
 BATCH_LIMITS = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
 
 
@@ -65,9 +70,33 @@ def check_unknown(cfg: DictConfig) -> None:
                     raise ConfigError(f"{key}.{inner}: no such setting; {key} has {', '.join(declared[key])}")
 
 
+def check_kinds(cfg: DictConfig) -> None:
+    """What every setting of a kind must be, whatever its name: an integer within int64 (what
+    torch and numpy hold), a finite number, a seed (`seed`, `*_seed`) within numpy's 0..2^32-1,
+    `threads` no more than this machine's cores."""
+    import os
+
+    from grubench.config import flatten
+
+    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True), sep=".").items():
+        if key.split(".")[0] == "hydra":
+            continue
+        if integer(value) and not -INT64 <= value <= INT64:
+            refuse(key, value, "an integer torch can hold (at most 2^63 - 1)")
+        if isinstance(value, float) and not math.isfinite(value):
+            refuse(key, value, "a finite number")
+        if (key == "seed" or key.endswith("_seed") or key.endswith(".seed")) and integer(value) \
+                and not 0 <= value <= SEED_MAX:
+            refuse(key, value, f"a seed numpy takes: an integer from 0 to {SEED_MAX}")
+    threads, cores = cfg.get("threads"), os.cpu_count() or 1
+    if integer(threads) and threads > cores:
+        refuse("threads", threads, f"at most the {cores} cores of this machine, or null (torch's default)")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Every setting whose meaning can be judged from the config alone."""
     check_unknown(cfg)
+    check_kinds(cfg)
     if not integer(cfg.seed):
         refuse("seed", cfg.seed, "an integer")
     for key in POSITIVE:

@@ -85,11 +85,16 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
         devices.check_sweep_devices(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, "dataset")
+    make_data(cfg, datamodule)
     spec = datamodule.spec
+    guards.check_model_fits(cfg, parameter_count(cfg, spec), cuda=uses_cuda(cfg.trainer))
     task = SequenceTask(cfg.model, cfg.optim, spec)
     build(cfg.optim, "optim", params=task.model.parameters())  # a bad optimiser setting fails here, not in fit
     folder = output_dir()
-    monitor = f"val/{spec.metric}"
+    # Without a validation set (mnist1d with val_size=0, the paper's protocol) nothing is
+    # monitored: the checkpoint is the latest, and Lightning runs no validation loop.
+    validating = datamodule.split_sizes()["val"] > 0
+    monitor = f"val/{spec.metric}" if validating else None
     checkpoint_dir = checkpoint_dir or folder / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor,
                                  mode=spec.metric_mode, save_top_k=1)
@@ -105,15 +110,42 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
         progress_bar = isinstance(callbacks[-1], ProgressBar)
     stopping = cfg.early_stopping
     if stopping.patience is not None or stopping.get("stopping_threshold") is not None:
+        if not validating:
+            raise ConfigError("early_stopping: stops on the validation metric, and this data set has no "
+                              "validation set (dataset.val_size=0); set early_stopping.patience and "
+                              "early_stopping.stopping_threshold to null")
         # Lightning's own rule; without a patience only the threshold stops the run
         callbacks.append(EarlyStopping(monitor=monitor, mode=spec.metric_mode, patience=stopping.patience or sys.maxsize,
                                        stopping_threshold=stopping.get("stopping_threshold")))
     # The MLflow logger joins when the run opens (`run_job`): building comes first, so that a bad
     # trainer setting stops the command before any run exists.
     check_accelerator(cfg.trainer)
+    no_validation = {} if validating else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
     trainer = build(cfg.trainer, "trainer", logger=False, callbacks=callbacks, default_root_dir=str(folder),
-                    plugins=[checkpointing.AtomicCheckpointIO()], enable_progress_bar=progress_bar)
+                    plugins=[checkpointing.AtomicCheckpointIO()], enable_progress_bar=progress_bar, **no_validation)
     return Job(datamodule, task, trainer, checkpoint, throughput, folder, resume_point)
+
+
+def make_data(cfg: DictConfig, datamodule: SequenceDataModule) -> None:
+    """Make the data set's splits before any run opens: data that cannot be made is refused."""
+    guards.check_data_fits(cfg, datamodule.planned_bytes())
+    try:
+        datamodule.setup()
+    except (MemoryError, RuntimeError, ValueError) as failure:
+        if guards.out_of_memory(failure):
+            raise ConfigError(guards.out_of_memory_message(cfg, "making the data")) from failure
+        raise ConfigError(f"bad dataset config: {first_line(failure)}") from failure
+
+
+def parameter_count(cfg: DictConfig, spec) -> int:
+    """The model's parameters, counted on a copy built on the meta device (no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build(cfg.model, "model", task=spec).parameters())
+
+
+def uses_cuda(trainer: DictConfig) -> bool:
+    accelerator = str(trainer.get("accelerator", "auto"))
+    return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
 
 
 def build_checked_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
@@ -122,7 +154,7 @@ def build_checked_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Jo
         return build_job(cfg, checkpoint_dir)
     except RuntimeError as failure:
         if guards.out_of_memory(failure):
-            raise ConfigError(guards.out_of_memory_message(cfg, building=True)) from failure
+            raise ConfigError(guards.out_of_memory_message(cfg, "building the model")) from failure
         raise
 
 
@@ -225,7 +257,7 @@ def describe_failure(cfg: DictConfig, failure: BaseException) -> str | None:
         hint = f"lower optim.lr (now {cfg.optim.lr})"
         hint += f" or trainer.gradient_clip_val (now {clip})" if clip else ", or clip: trainer.gradient_clip_val=1.0"
         return f"Diverged: {str(failure).split(';')[0]}; {hint}"
-    return guards.out_of_memory_message(cfg) if guards.out_of_memory(failure) else None
+    return guards.out_of_memory_message(cfg, "training") if guards.out_of_memory(failure) else None
 
 
 def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resumed: bool = False) -> float | None:
@@ -238,7 +270,6 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
             run.log_artifact(folder / name)
         run.log_metrics(job.task.model.parameter_counts())
 
-    job.datamodule.setup()
     described = job.datamodule.describe()
     run.set_tags({f"data/{key}": value for key, value in described.items()})
     if not resumed:

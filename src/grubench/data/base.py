@@ -121,6 +121,11 @@ class SequenceDataModule(pl.LightningDataModule):
     def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
         raise NotImplementedError
 
+    def planned_bytes(self) -> int | None:
+        """About how much memory making the splits takes, told before making them (None: not
+        known in advance; data read from files is bounded by the files)."""
+        return None
+
     def setup(self, stage: str | None = None) -> None:
         """Build the splits once; when a trainer calls, move them to its device."""
         if self.splits is None:

@@ -69,6 +69,10 @@ class AddingDataModule(SequenceDataModule):
         return {split: self.generate(n, split_generator(self.seed, split, self.generator_device))
                 for split, n in self.sizes.items()}
 
+    def planned_bytes(self) -> int:
+        """values, markers and x (two features) as float32 while a split is drawn: 16 bytes a step."""
+        return sum(self.sizes.values()) * self.spec.seq_len * 16
+
     def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         T = self.spec.seq_len
         half = T // 2
@@ -122,6 +126,10 @@ class CopyDataModule(SequenceDataModule):
     def make_splits(self):
         return {split: self.generate(n, split_generator(self.seed, split, self.generator_device))
                 for split, n in self.sizes.items()}
+
+    def planned_bytes(self) -> int:
+        """x and y as int64: 16 bytes a step."""
+        return sum(self.sizes.values()) * self.spec.seq_len * 16
 
     def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         k, T = self.remember, self.delay

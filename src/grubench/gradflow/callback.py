@@ -29,6 +29,8 @@ class GradientFlow(pl.Callback):
     def _first_batch(self, trainer: pl.Trainer, device: torch.device):
         source = trainer.datamodule
         loader = source.val_dataloader() if source is not None else trainer.val_dataloaders
+        if len(loader) == 0:  # no validation set (val_size=0): the training set's first batch
+            loader = source.train_dataloader() if source is not None else trainer.train_dataloader
         first = next(iter(loader))
         return tuple(t[: self.batch_size].to(device) for t in first)
 
