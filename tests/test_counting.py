@@ -89,7 +89,7 @@ def test_matmul_flops_per_step_match_torch_flop_counter(factory, fused, num_laye
 
 
 def test_the_documents_keras_numbers_for_input_100_and_64_units():
-    """CLAIMS.md: Keras GRU(reset_after=False) 31,680, torch GRU 31,872, Keras LSTM 42,240,
+    """docs/claims.md: Keras GRU(reset_after=False) 31,680, torch GRU 31,872, Keras LSTM 42,240,
     torch LSTM 42,496, Keras SimpleRNN 10,560 (one bias), torch RNN 10,624."""
     def count(factory, fused=False):
         module = factory(100, 64) if fused else Recurrent(factory, 100, 64)

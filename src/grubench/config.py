@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from grubench.checks import check_values
 from grubench.errors import ConfigError
+from grubench.internals import is_lightning_misconfiguration
 
 
 def choices(group: str) -> list[str]:
@@ -102,7 +103,7 @@ def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad {group} config: {error}") from error
     except Exception as error:
-        if type(error).__name__ != "MisconfigurationException":  # Lightning's word for a bad Trainer argument
+        if not is_lightning_misconfiguration(error):
             raise
         raise ConfigError(f"bad {group} config: {error}") from error
 

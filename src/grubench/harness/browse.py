@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
+from grubench.internals import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, RUNS_TABLE_PARAMETERS,
+                                SHARED_VIEW_TAG, VIEW_PARAMETER)
 from grubench.harness.store import Run, Store, retrying, sqlite_path
 
 # Keys of the Hydra overrides that already appear in a run name's first part (or its end: the seed).
@@ -88,7 +90,7 @@ def view(store: Store, metric: str, mode: str) -> str:
         "orderByAsc": mode == "min",
         "lifecycleFilter": "Active",
     }
-    tags = {f"mlflow.sharedViewState.{key}": json.dumps(state), "mlflow.experimentKind": "custom_model_development"}
+    tags = {f"{SHARED_VIEW_TAG}{key}": json.dumps(state), EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
     existing = retrying(store.client.get_experiment, store.experiment_id).tags
     for name, value in tags.items():
         if existing.get(name) != value:
@@ -99,8 +101,8 @@ def view(store: Store, metric: str, mode: str) -> str:
 def link(store: Store, metric: str, mode: str) -> str:
     """The address of the experiment's runs table in the view for `metric`."""
     base = LOCAL_UI if sqlite_path(store.uri) else store.uri.rstrip("/")
-    return (f"{base}/#/experiments/{store.experiment_id}/runs?workflowType=machine_learning"
-            f"&viewStateShareKey={view(store, metric, mode)}")
+    return (f"{base}/#/experiments/{store.experiment_id}/runs?{RUNS_TABLE_PARAMETERS}"
+            f"&{VIEW_PARAMETER}={view(store, metric, mode)}")
 
 
 def browse_lines(store: Store, metric: str, mode: str) -> str:

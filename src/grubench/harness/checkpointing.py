@@ -22,7 +22,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+from grubench.internals import rewind_epoch_start
 
 LAST = "last.ckpt"
 
@@ -87,12 +89,7 @@ class ResumePoint(pl.Callback):
         if hasattr(trainer.train_dataloader, "state_dict"):
             checkpoint["grubench"]["train_batches"] = trainer.train_dataloader.state_dict()
         if self.between_epochs:
-            # Lightning counts the new epoch "ready" just before this hook; saved as it is, the
-            # checkpoint would resume into an epoch whose batches all count as done. Saved as the
-            # state an instant earlier, between two epochs, it resumes at the new epoch's start.
-            progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
-            for counts in (progress["total"], progress["current"]):
-                counts["ready"] -= 1
+            rewind_epoch_start(checkpoint)  # resume at the new epoch's start, not past its batches
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("grubench")

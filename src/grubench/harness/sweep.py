@@ -204,7 +204,7 @@ class MultirunParent(Callback):
 
 
 def browse_jobs(store, parent_id: str) -> str:
-    """How to see the sweep's jobs: the runs-table view of their task metric (grubench.browse)."""
+    """How to see the sweep's jobs: the runs-table view of their task metric (harness.browse)."""
     from grubench.harness import browse
 
     jobs = store.client.search_runs([store.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1)
