@@ -41,15 +41,17 @@ def spec(input_size=3, seq_len=6, output="regression", num_outputs=1, input_kind
 
 def test_time_call_runs_warmup_then_repeats_and_reports_median_and_spread():
     calls = []
-    timing = time_call(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=7, max_seconds=60)
-    assert len(calls) == 2 + 7
+    torch.set_num_threads(2)  # the one_thread fixture puts it back
+    timing = time_call(lambda: calls.append(torch.get_num_threads()), warmup=2, repeats=7, max_seconds=60)
+    assert len(calls) == 2 + 3 * 7  # the Timer runs each timed call twice untimed first
+    assert set(calls) == {2}  # torch's thread count, not the Timer's default of one
     assert timing.repeats == 7
     assert 0 <= timing.min_ms <= timing.median_ms
     assert timing.iqr_pct >= 0
 
 
 def test_time_call_stops_repeating_after_max_seconds_but_keeps_three():
-    timing = time_call(lambda: time.sleep(0.02), torch.device("cpu"), warmup=0, repeats=50, max_seconds=0.01)
+    timing = time_call(lambda: time.sleep(0.02), warmup=0, repeats=50, max_seconds=0.01)
     assert timing.repeats == 3
     assert timing.median_ms >= 20
 

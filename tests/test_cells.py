@@ -38,14 +38,6 @@ def leaves(state):
     return list(state) if isinstance(state, tuple) else [state]
 
 
-def assert_close_1e5(actual, expected, what=""):
-    """max |actual - expected| <= 1e-5, scaled by the largest |expected| where that exceeds 1:
-    a gradient summed over many steps carries float32 round-off in proportion to its size."""
-    scale = max(1.0, expected.abs().max().item())
-    error = (actual - expected).abs().max().item()
-    assert error <= 1e-5 * scale, f"{what}: max error {error:.2e} > 1e-5 x {scale:.1f}"
-
-
 def numpy_weights(cell):
     return {name: p.detach().double().numpy() for name, p in cell.named_parameters()}
 
@@ -75,13 +67,14 @@ def test_loop_twin_matches_fused_layer_in_outputs_and_gradients(fused_class, twi
         return (out * weights).sum() + sum(s.pow(2).sum() for s in leaves(state))
     loss(out_fused, state_fused).backward()
     loss(out_loop, state_loop).backward()
-    assert_close_1e5(x_loop.grad, x_fused.grad, "input gradient")
+    torch.testing.assert_close(x_loop.grad, x_fused.grad, rtol=1e-5, atol=1e-5)
     for index, cell in enumerate(loop.cells):
         layer, direction = divmod(index, loop.directions)
         suffix = f"l{layer}" + ("_reverse" if direction else "")
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             expected = getattr(fused, f"{name}_{suffix}").grad
-            assert_close_1e5(getattr(cell, name).grad, expected, f"{name}_{suffix}")
+            torch.testing.assert_close(getattr(cell, name).grad, expected, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m: f"{name}_{suffix}: {m}")
 
 
 def test_loop_accepts_an_initial_state_and_time_first_input():

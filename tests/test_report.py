@@ -1,6 +1,7 @@
 """The claims report: aggregation over seeds, each verdict rule, and the written report."""
 
 import math
+import warnings
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -8,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from grubench import levels
 from grubench.harness.store import Store
 from grubench.report.__main__ import main as report_main
+from grubench.report.__main__ import to_html
 from grubench.report.evidence import Summary, claim_runs, compare, load_runs
 from grubench.report.verdicts import (
     AT_CEILING,
@@ -71,6 +73,13 @@ def test_compare_needs_the_interval_of_the_difference_to_exclude_zero():
     assert compare(low, high, higher_is_better=True) == "worse"
     assert compare(Summary.of([0.1, 0.5, 0.3]), Summary.of([0.2, 0.4, 0.3]), False) == "tie"
     assert compare(Summary.of([0.1]), high, False) == "unknown"
+    # constant values (zero variance): any difference counts, and scipy's warning on them is not shown
+    assert Summary.of([0.1, 0.1, 0.1]).half_width == 0
+    assert compare(Summary.of([0.1, 0.1, 0.1]), Summary.of([0.2, 0.2]), False) == "better"
+    assert compare(Summary.of([0.1, 0.1, 0.1]), Summary.of([0.1, 0.1]), False) == "tie"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compare(Summary.of([0.1, 0.1, 0.1]), high, False) == "better"
 
 
 def test_c1_supported_mixed_and_inconclusive(store, fill):
@@ -202,6 +211,16 @@ def test_report_from_real_tiny_runs(tmp_path, store):
     assert report_run.data.tags["verdict/C1"] == verdict.verdict
     names = {a.path for a in MlflowClient(store).list_artifacts(report_run.info.run_id)}
     assert {"report.md", "report.html", "c1_score_vs_length.png"} <= names
+
+
+def test_html_has_the_tables_embeds_the_figures_and_colours_the_verdicts(tmp_path):
+    (tmp_path / "c1.png").write_bytes(b"\x89PNG fake")
+    page = to_html("# r\n\n| claim | verdict |\n|---|---|\n| C1 | **mixed** |\n\nmse < 0.01 & <em>x</em> `a<b>`\n\n![C1](c1.png)\n",
+                   tmp_path)
+    assert "<th>claim</th>" in page and "<td>C1</td>" in page
+    assert '<strong style="color:#bc4c00">mixed</strong>' in page
+    assert 'src="data:image/png;base64,iVBORyBmYWtl"' in page  # base64 of the file's bytes
+    assert "mse &lt; 0.01 &amp; &lt;em&gt;x&lt;/em&gt; <code>a&lt;b&gt;</code>" in page  # text stays text
 
 
 def test_report_without_a_store_is_refused(tmp_path):

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import math
 
+from grubench.spec import higher_is_better
+
 MSE_MARGIN = 0.10
 ACC_MARGIN = 0.05
 NLL_MARGIN = 0.05
@@ -43,10 +45,6 @@ NLL_MARGIN = 0.05
 # Absolute solved levels per data set: (metric, level); the task is solved at or beyond it.
 SOLVED = {"adding": ("mse", 0.01), "copy": ("acc", 0.99)}
 SOLVED_WITHIN = {"acc": 0.01, "mse": 0.01, "nll": 0.01}  # acc: points; mse, nll: a relative share
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric == "acc"
 
 
 def learned(score: float, chance: float, metric: str) -> bool:

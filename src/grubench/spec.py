@@ -11,6 +11,12 @@ from typing import Literal
 OutputKind = Literal["regression", "classification", "per_step_classification", "per_step_multilabel"]
 
 
+def higher_is_better(metric: str) -> bool:
+    """True for a metric where a higher score is better (accuracy, "acc"); False for the
+    others (mse, nll, loss), where lower is better. The one place that decides it."""
+    return metric == "acc"
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A data set's description of its task.
@@ -44,7 +50,7 @@ class TaskSpec:
     @property
     def metric_mode(self) -> str:
         """"max" when a higher metric is better (accuracy), "min" otherwise (mse, nll, loss)."""
-        return "max" if self.metric == "acc" else "min"
+        return "max" if higher_is_better(self.metric) else "min"
 
 
 def require_positive(**values) -> None:

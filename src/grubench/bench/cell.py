@@ -6,10 +6,10 @@ What is timed, on random inputs x [B, T, F] and targets y [B]:
     train   zero the gradients, model(x), MSE loss, loss.backward() (no optimiser step: it costs
             O(parameters), not O(B T), and is the same for every sequence length)
 
-Each is run `warmup` times untimed, then `repeats` times, each time on its own: on a GPU between
-two CUDA events after a synchronise, on the CPU with a wall clock. Repeats stop early once
-`max_seconds` of timed runs have passed (at least 3 are kept). The median is the cell's time,
-the interquartile range over the median its spread.
+Each is timed by torch.utils.benchmark.Timer (`time_call`): `warmup` untimed runs, then up to
+`repeats` timed runs, each on its own, stopping early once `max_seconds` of timed runs have
+passed (at least 3 are kept). The median is the cell's time, the interquartile range over the
+median its spread.
 
 Precision follows Lightning's names: "32-true" runs as built; "16-mixed" and "bf16-mixed" run
 under torch.autocast with float16 / bfloat16, parameters staying fp32. Whatever the request, the
@@ -23,14 +23,13 @@ low-precision weight copies; parameters excluded; each storage once), on any dev
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils import benchmark
 
 AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -41,6 +40,8 @@ class Skip(Exception):
 
 @dataclass
 class Timing:
+    """One call's time over `repeats` timed runs: median, fastest, and (Q3 - Q1) / median in %."""
+
     median_ms: float
     min_ms: float
     iqr_pct: float
@@ -52,37 +53,32 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int,
-              max_seconds: float) -> Timing:
-    """Time `fn` as described in the module docstring."""
+def time_call(fn: Callable[[], None], warmup: int, repeats: int, max_seconds: float) -> Timing:
+    """Time `fn()` with torch.utils.benchmark.Timer; returns the median, fastest and IQR/median
+    (quartiles interpolated linearly) of the timed runs, and how many there were.
+
+    How the settings map onto the Timer:
+        warmup       `fn()` runs `warmup` times untimed before the first timed run;
+        repeats      each timed run is one `Timer.timeit(1)`, at most `repeats` of them. The Timer
+                     runs `fn()` twice untimed before each (its own warm-up, which cannot be turned
+                     off), so a measurement makes warmup + 3 x repeats calls, one in three timed;
+        max_seconds  no new timed run starts once the timed runs add up to more than this, but
+                     min(3, repeats) are always made.
+    The Timer reads a wall clock after synchronising the (current) accelerator, so a GPU's queued
+    work is inside the time; it runs with torch's current thread count (its own default is 1)."""
     for _ in range(warmup):
         fn()
-    synchronize(device)
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < repeats:
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            ms = start.elapsed_time(end)
-        else:
-            began = time.perf_counter()
-            fn()
-            ms = 1000 * (time.perf_counter() - began)
-        times.append(ms)
-        spent += ms / 1000
-        if spent > max_seconds and len(times) >= min(3, repeats):
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    runs: list[benchmark.Measurement] = []
+    while len(runs) < repeats:
+        runs.append(timer.timeit(1))
+        timed = sum(run.raw_times[0] for run in runs)  # seconds
+        if timed > max_seconds and len(runs) >= min(3, repeats):
             break
-    median = statistics.median(times)
-    if len(times) >= 2:
-        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
-    else:
-        q1 = q3 = median
-    return Timing(median, min(times), 100 * (q3 - q1) / median if median else 0.0, len(times))
+    measured = benchmark.Measurement.merge(runs)[0]
+    median = measured.median
+    return Timing(1000 * median, 1000 * min(measured.times), 100 * measured.iqr / median if median else 0.0,
+                  len(measured.times))
 
 
 def autocast(device: torch.device, precision: str):
@@ -151,8 +147,8 @@ def measure(model: nn.Module, device: torch.device, precision: str, batch: int, 
     train_step()
     dtype = getattr(model, "last_recurrent_dtype", None)
     grad_finite = all(bool(torch.isfinite(p.grad).all()) for p in parameters if p.grad is not None)
-    fwd = time_call(forward, device, warmup, repeats, max_seconds)
-    train = time_call(train_step, device, warmup, repeats, max_seconds)
+    fwd = time_call(forward, warmup, repeats, max_seconds)
+    train = time_call(train_step, warmup, repeats, max_seconds)
     saved = saved_tensor_mb(model, loss)
     peak = float("nan")
     if device.type == "cuda":

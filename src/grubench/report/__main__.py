@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+from markdown import Markdown
 
 from grubench.errors import GrubenchError
 from grubench.harness.arguments import add_store_argument, store_from_argument
@@ -26,6 +27,7 @@ from grubench.report.evidence import claim_runs, load_curves, load_runs, trainin
 from grubench.report.verdicts import CLAIMS, PUBLISHED, RULES, Verdict, all_verdicts
 
 VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#cf222e", "mixed": "#bc4c00", "inconclusive": "#6e7781"}
+IMAGE_SRC = re.compile(r'(<img [^>]*src=")([^"]+)(")')  # python-markdown's <img alt=".." src="NAME.png" />
 CURVES = {"C1": "C1: validation score while training (mean, band: lowest to highest seed)",
           "C4": "C4: LSTM gate ablations while training", "C5": "C5: GRU and LSTM while training"}
 
@@ -104,37 +106,18 @@ def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run
 
 
 def to_html(md_text: str, out: Path) -> str:
-    """A small Markdown-to-HTML for the report's own subset: headings, tables, images, text."""
-    body, table = [], []
-
-    def flush_table():
-        if table:
-            header, *rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
-            cells = lambda r: [c.strip() for c in r.strip().strip("|").split("|")]  # noqa: E731
-            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells(header)) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in cells(r)) + "</tr>" for r in rows)
-                        + "</table>")
-            table.clear()
-
-    for line in md_text.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("# "):
-            body.append(f"<h1>{inline(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{inline(line[3:])}</h2>")
-        elif line.startswith("![") and "](" in line:
-            name = line[line.index("](") + 2 : -1]
-            data = base64.b64encode((out / name).read_bytes()).decode()
-            body.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
-        elif line.strip():
-            body.append(f"<p>{inline(line)}</p>")
-    flush_table()
-    html_body = "".join(body)
+    """report.md as one HTML page: python-markdown (its "tables" extension) converts the text,
+    then each image named in it (a file in `out`) is embedded as a base64 data URI and the
+    verdict words are coloured (VERDICT_COLOURS). Returns the whole page."""
+    converter = Markdown(extensions=["tables"])
+    # the report's text is text: a "<" in it is shown, never read as HTML
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    html_body = converter.convert(md_text)
+    html_body = IMAGE_SRC.sub(lambda m: m[1] + embedded_png(out / m[2]) + m[3], html_body)
     for verdict, colour in VERDICT_COLOURS.items():  # the verdict words stand out by colour
-        html_body = html_body.replace(f"<b>{verdict}</b>", f'<b style="color:{colour}">{verdict}</b>')
+        html_body = html_body.replace(f"<strong>{verdict}</strong>",
+                                      f'<strong style="color:{colour}">{verdict}</strong>')
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
              "vertical-align:top;font-size:90%}th{background:#f0f0f0}img{max-width:100%}")
@@ -142,20 +125,9 @@ def to_html(md_text: str, out: Path) -> str:
             f"<style>{style}</style></head><body>{html_body}</body></html>\n")
 
 
-def inline(text: str) -> str:
-    """Escape, then **bold** and `code`."""
-    out, bold, code = [], False, False
-    for i, part in enumerate(html.escape(text).split("**")):
-        if i:
-            bold = not bold
-            out.append("<b>" if bold else "</b>")
-        pieces = part.split("`")
-        for j, piece in enumerate(pieces):
-            if j:
-                code = not code
-                out.append("<code>" if code else "</code>")
-            out.append(piece)
-    return "".join(out)
+def embedded_png(path: Path) -> str:
+    """The PNG file at `path` as a data URI."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:

@@ -2,11 +2,16 @@
 
 A run bears on a claim when its `claims` tag names it (the study presets set it). Runs are
 grouped by setting (data set, sequence length) and model; a group's score is summarised by its
-mean and a 95% Student-t interval over seeds:
+mean and a 95% Student-t interval over seeds (scipy.stats.t.interval):
 
     mean +- t_{0.975, n-1} * s / sqrt(n)          (n seeds, s the sample standard deviation)
 
-Two models are compared on a setting by Welch's interval for the difference of their means;
+Two models are compared on a setting by Welch's 95% interval for the difference of their means
+(scipy.stats.ttest_ind with equal_var=False):
+
+    mean_a - mean_b +- t_{0.975, dof} * sqrt(s_a^2/n_a + s_b^2/n_b),
+    dof = (s_a^2/n_a + s_b^2/n_b)^2 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))   (Welch-Satterthwaite)
+
 one is "better" only when that interval excludes zero.
 
 Which runs stand for a setting: every run carries its study (the preset it came from, tag
@@ -21,6 +26,7 @@ budget each verdict rests on.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import mlflow
@@ -42,6 +48,8 @@ class Summary:
 
     @classmethod
     def of(cls, values) -> "Summary":
+        """The summary of `values` (None and NaN left out): their mean and the half-width of
+        the Student-t interval, t_{0.975, n-1} * s / sqrt(n); 0 when every value is the same."""
         values = tuple(float(v) for v in values if v is not None and not math.isnan(float(v)))
         n = len(values)
         if n == 0:
@@ -49,8 +57,15 @@ class Summary:
         mean = float(np.mean(values))
         if n < 2:
             return cls(mean, math.nan, n, values)
-        sem = float(np.std(values, ddof=1)) / math.sqrt(n)
-        return cls(mean, float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sem, n, values)
+        if len(set(values)) == 1:  # the value itself: np.mean can be off by a rounding
+            return cls(values[0], 0.0, n, values)
+        _, high = stats.t.interval(LEVEL, n - 1, loc=mean, scale=stats.sem(values))
+        return cls(mean, float(high) - mean, n, values)
+
+    @property
+    def constant(self) -> bool:
+        """Every value the same: a sample variance of exactly 0."""
+        return len(set(self.values)) == 1
 
     def __str__(self) -> str:
         if self.n == 0:
@@ -62,18 +77,19 @@ class Summary:
 
 def compare(a: Summary, b: Summary, higher_is_better: bool) -> str:
     """"better", "worse" or "tie" for a against b: Welch's 95% interval of mean(a) - mean(b)
-    must exclude 0 for a difference to count. "unknown" when either has fewer than 2 seeds."""
+    (module docstring) must exclude 0 for a difference to count. Where both have constant
+    values the interval is the difference itself: any difference counts. "unknown" when either
+    has fewer than 2 seeds."""
     if a.n < 2 or b.n < 2:
         return "unknown"
-    va, vb = np.var(a.values, ddof=1) / a.n, np.var(b.values, ddof=1) / b.n
-    diff = a.mean - b.mean
-    se = math.sqrt(va + vb)
-    if se == 0:
-        sign = np.sign(diff)
+    if a.constant and b.constant:
+        sign = np.sign(a.mean - b.mean)
     else:
-        dof = (va + vb) ** 2 / ((va**2 / (a.n - 1) if va else 0) + (vb**2 / (b.n - 1) if vb else 0) or 1e-300)
-        half = float(stats.t.ppf(0.5 + LEVEL / 2, dof)) * se
-        sign = 0 if abs(diff) <= half else np.sign(diff)
+        with warnings.catch_warnings():
+            # scipy calls a sample of identical values "nearly identical"; its variance 0 is exact
+            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+            low, high = stats.ttest_ind(a.values, b.values, equal_var=False).confidence_interval(LEVEL)
+        sign = 0 if low <= 0 <= high else np.sign(a.mean - b.mean)
     if sign == 0:
         return "tie"
     return "better" if (sign > 0) == higher_is_better else "worse"
@@ -176,11 +192,6 @@ def summarise(runs: pd.DataFrame, column: str = "score") -> dict[tuple[str, str]
         return {}
     return {(setting, model): Summary.of(group[column])
             for (setting, model), group in runs.groupby(["setting", "tags.model"])}
-
-
-def higher_is_better(runs: pd.DataFrame, setting: str) -> bool:
-    modes = runs.loc[runs["setting"] == setting, "tags.task/metric_mode"].dropna()
-    return bool(len(modes)) and modes.iloc[0] == "max"
 
 
 def task_of(runs: pd.DataFrame, setting: str) -> tuple[str, str, float]:

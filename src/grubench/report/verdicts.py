@@ -56,10 +56,10 @@ from grubench.report.evidence import (
     Summary,
     claim_runs,
     compare,
-    higher_is_better,
     summarise,
     task_of,
 )
+from grubench.spec import higher_is_better
 
 MIN_SEEDS = 2
 MIN_SETTINGS = 2
@@ -211,8 +211,8 @@ def pairwise(runs: pd.DataFrame, model: str, rival: str, column: str = "score", 
         a, b = summaries.get((setting, model)), summaries.get((setting, rival))
         if a is None or b is None:
             continue
-        up = higher_is_better(runs, setting) if higher is None else higher
         dataset, metric, chance = task_of(runs, setting)
+        up = higher_is_better(metric) if higher is None else higher
         if column == "score":
             outcome = judge(a, b, up, dataset, metric, chance, steps.get((setting, model)), steps.get((setting, rival)),
                             needs_learning)
