@@ -15,7 +15,10 @@ order that gives every claim its deciding settings first:
      deciding values first: the longer lengths, the wider models), models innermost, so that
      the models of a setting are compared as soon as possible.
 
-Before launching it prints how many runs the study holds and a rough estimate of their time.
+The presets' sweeps and every job's config come from Hydra's own composition (the config
+loader the sweeper's setup receives), so a preset may share a base through its defaults list
+(conf/experiment/<scale>/_base.yaml). Before launching it prints how many runs the study holds
+and a rough estimate of their time, from each job's composed config (`Estimate`).
 With `budget_s` it writes a deadline into the sweep folder; a job that starts after it trains
 nothing and is recorded as left out (`budget.py`). When the sweep ends the settings left out
 are written to `<sweep dir>/left_out.json`, tagged on the sweep's parent run (`study/*`) and
@@ -32,10 +35,11 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from importlib import resources
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -76,17 +80,6 @@ def bare_key(key: str) -> str:
     return key.lstrip("+~")
 
 
-def conf_file(*parts: str) -> Path:
-    return Path(str(resources.files("grubench.conf").joinpath(*parts)))
-
-
-def read_preset(scale: str, name: str) -> DictConfig:
-    path = conf_file("experiment", scale, f"{name}.yaml")
-    if not path.is_file():
-        raise FileNotFoundError(f"no study preset experiment/{scale}/{name}.yaml")
-    return OmegaConf.load(path)
-
-
 def sweep_values(params: Mapping[str, Any]) -> dict[str, tuple[str, list[str]]]:
     """{bare key: (the key as written, [values])} of a preset's `hydra.sweeper.params`, in order."""
     parser = OverridesParser.create()
@@ -99,13 +92,17 @@ def sweep_values(params: Mapping[str, Any]) -> dict[str, tuple[str, list[str]]]:
     return swept
 
 
-def plan(scale: str, presets: Sequence[str], arguments: Sequence[str], first_seeds: int = 2) -> list[Job]:
-    """Every job of the presets, in the study's order (see the module docstring). A key that the
-    arguments set is not swept: the arguments' value goes to every job."""
+def plan(loader: ConfigLoader, config: DictConfig, scale: str, presets: Sequence[str], arguments: Sequence[str],
+         first_seeds: int = 2) -> list[Job]:
+    """Every job of the presets, in the study's order (see the module docstring). A preset's sweep
+    is read from the config Hydra composes for `+experiment=<scale>/<name>` (`config`: the
+    sweep's own, whose hydra.* overrides every compose keeps). The arguments are not part of
+    that compose: one such as `model.hidden_size=8` composes only once a job has its model. A
+    key that the arguments set is not swept: the arguments' value goes to every job."""
     given = {bare_key(o.get_key_element()) for o in OverridesParser.create().parse_overrides(list(arguments))}
     per_stage: dict[int, list[list[list[Job]]]] = {}
     for name in presets:
-        preset = read_preset(scale, name)
+        preset = loader.load_sweep_config(config, [f"+experiment={scale}/{name}"])
         swept = {k: v for k, v in sweep_values(preset.hydra.sweeper.get("params") or {}).items() if k not in given}
         seeds = swept.pop(SEED_KEY, (SEED_KEY, [None]))[1]
         model = swept.pop(MODEL_KEY, None)
@@ -136,77 +133,99 @@ def plan(scale: str, presets: Sequence[str], arguments: Sequence[str], first_see
     return ordered
 
 
+# Data modules whose config holds no training-set size or sequence length: both are known only
+# once the data is loaded. By `_target_`: (examples before the config holds out its validation
+# and test sets, time steps when read one value per step). Digits: scikit-learn's 1,797 8x8
+# images; MNIST-1D: 4,000 generated training sequences of 40; the chorales: music21's 350
+# distinct pieces, about 60 quarter-note steps each; MNIST: 60,000 training images of 28x28.
+SOURCES = {
+    "grubench.data.DigitsDataModule": (1797, 64),
+    "grubench.data.MNIST1DDataModule": (4000, 40),
+    "grubench.data.ChoralesDataModule": (350, 60),
+    "grubench.data.SequentialMNISTDataModule": (60000, 784),
+}
+OTHER_SOURCE = (1000, 50)  # a data module of a config of one's own (--config-dir) that this table does not know
+
+
+def training_examples(data: DictConfig) -> int:
+    """The training set's size: `train_size` where the data set's config holds one, else its
+    source's examples (`max_pieces` of them at most) less what the config holds out (`val_size`,
+    or the shares `val_fraction` and `test_fraction`); `limit` at most."""
+    if "train_size" in data:
+        examples = data.train_size
+    else:
+        examples = min(SOURCES.get(data._target_, OTHER_SOURCE)[0], data.get("max_pieces") or math.inf)
+        examples -= data.get("val_size") or 0
+        examples = round(examples * (1 - data.get("val_fraction", 0) - data.get("test_fraction", 0)))
+    return min(examples, data.limit) if data.get("limit") else examples
+
+
+def sequence_length(data: DictConfig) -> int:
+    """Time steps per sequence: `seq_len` where the config holds one, else its source's (`steps:
+    rows` reads a square image one row per step)."""
+    if "seq_len" in data:
+        return data.seq_len
+    steps = SOURCES.get(data._target_, OTHER_SOURCE)[1]
+    return math.isqrt(steps) if data.get("steps") == "rows" else steps
+
+
+def training_steps(job: DictConfig) -> float:
+    """The optimiser steps of a job that trains to the end (no early stop), as Lightning counts
+    them: batches per epoch (`limit_train_batches`: a number of batches, or a share of the epoch)
+    times max_epochs (-1: no limit), max_steps at most."""
+    trainer = job.trainer
+    batches = math.ceil(training_examples(job.dataset) / job.dataset.batch_size)
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, float):
+        batches = int(batches * limit)
+    elif isinstance(limit, int):
+        batches = min(batches, limit)
+    epochs = trainer.get("max_epochs")
+    steps = batches * epochs if epochs is not None and epochs >= 0 else math.inf
+    max_steps = trainer.get("max_steps")
+    return min(steps, max_steps) if max_steps is not None and max_steps >= 0 else steps
+
+
+def seconds_of(max_time: str | Mapping[str, int]) -> float:
+    """Lightning's `max_time` (DD:HH:MM:SS, or a dict such as {hours: 1}) in seconds."""
+    if isinstance(max_time, str):
+        days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+        max_time = {"days": days, "hours": hours, "minutes": minutes, "seconds": seconds}
+    return timedelta(**max_time).total_seconds()
+
+
 class Estimate:
-    """A rough upper bound of a job's time: max_epochs epochs, no early stop.
+    """A rough upper bound of a job's time, from the config Hydra composes for it: its training
+    steps (`training_steps`: max_epochs, no early stop), trainer.max_time at most.
 
-        job_overhead_s + epochs x steps per epoch x seq_len x us_per_timestep[device]
-                         x (hidden / 128)^width_power[device] x model_factor[model] / 1e6
+        job_overhead_s + steps x seq_len x us_per_timestep[device] x batch_size / 128
+                       x (hidden_size / 128)^width_power[device] x model_factor[model] / 1e6
 
-    us_per_timestep is one training step of a batch of 128 at width 128, per time step."""
+    us_per_timestep is one training step of a batch of 128 at width 128, per time step. The
+    constants are the sweeper's `estimate` (conf/hydra/sweeper/study.yaml)."""
 
-    def __init__(self, cfg: Mapping[str, Any], device: str):
-        self.cfg, self.device = cfg, device
-        self.datasets: dict[str, DictConfig] = {}
+    def __init__(self, constants: Mapping[str, Any], device: str):
+        self.constants, self.device = constants, device
 
-    def value(self, flat: Mapping[str, Any], key: str, default: Any = None) -> Any:
-        value = flat.get(key, default)
-        return default if value in (None, "null") else value
-
-    def job(self, job: Job, preset: DictConfig, arguments: Sequence[str]) -> float:
-        flat = self.flat(job, preset, arguments)
-        dataset = str(flat.get("dataset", "adding"))
-        train = self.value(flat, "dataset.train_size") or self.cfg["train_sizes"].get(dataset, 1000)
-        limit = self.value(flat, "dataset.limit")
-        train = min(int(train), int(limit)) if limit else int(train)
-        batch = int(self.value(flat, "dataset.batch_size", 64))
-        steps = math.ceil(train / batch)
-        limit_batches = self.value(flat, "trainer.limit_train_batches")
-        if limit_batches is not None and float(limit_batches) >= 1:
-            steps = min(steps, int(float(limit_batches)))
-        epochs = int(self.value(flat, "trainer.max_epochs", 10))
-        seq_len = int(self.value(flat, "dataset.seq_len") or self.cfg["seq_lens"].get(dataset, 50))
-        hidden = int(self.value(flat, "model.hidden_size", 128))
-        model = str(flat.get(MODEL_KEY, ""))
-        per_step = (self.cfg["us_per_timestep"][self.device] * seq_len * batch / 128
-                    * (hidden / 128) ** self.cfg["width_power"][self.device]
-                    * self.cfg["model_factor"].get(model, self.cfg["model_factor"]["other"]))
-        seconds = self.cfg["job_overhead_s"] + epochs * steps * per_step / 1e6
-        max_s = self.value(flat, "job_max_s")
-        return min(seconds, float(max_s) + self.cfg["job_overhead_s"]) if max_s else seconds
-
-    def flat(self, job: Job, preset: DictConfig, arguments: Sequence[str]) -> dict[str, Any]:
-        """The keys the estimate reads: dataset defaults < preset < job settings < arguments."""
-        flat: dict[str, Any] = {}
-        preset_dict = OmegaConf.to_container(preset)
-        preset_dict.pop("hydra", None)
-        preset_flat = flatten_dots(preset_dict)
-        dataset = job.settings.get("dataset") or preset_flat.get("dataset") or "adding"
-        for source in (self.dataset_defaults(str(dataset)), preset_flat, job.settings,
-                       dict(split_override(a) for a in arguments)):
-            flat.update(source)
-        flat["dataset"] = dataset
-        return flat
-
-    def dataset_defaults(self, name: str) -> dict[str, Any]:
-        path = conf_file("dataset", f"{name}.yaml")
-        if name not in self.datasets:
-            self.datasets[name] = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
-        return {f"dataset.{k}": v for k, v in OmegaConf.to_container(self.datasets[name]).items()}
+    def seconds(self, job: DictConfig) -> float:
+        c = self.constants
+        per_step = (c["us_per_timestep"][self.device] * sequence_length(job.dataset) * job.dataset.batch_size / 128
+                    * (job.model.hidden_size / 128) ** c["width_power"][self.device]
+                    * c["model_factor"].get(job.model.name, c["model_factor"]["other"]))
+        seconds = c["job_overhead_s"] + training_steps(job) * per_step / 1e6
+        max_time = job.trainer.get("max_time")
+        return min(seconds, seconds_of(max_time) + c["job_overhead_s"]) if max_time else seconds
 
 
-def split_override(argument: str) -> tuple[str, str]:
-    key, _, value = argument.partition("=")
-    return bare_key(key), value
-
-
-def flatten_dots(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten_dots(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def estimate_jobs(loader: ConfigLoader, config: DictConfig, jobs: Sequence[Job], estimate: Estimate) -> None:
+    """Set every job's `estimate_s` from the config Hydra composes for it, once per preset,
+    setting and model: the seed does not change the sizes, and one compose costs 0.1-0.2 s."""
+    seconds: dict[tuple, float] = {}
+    for job in jobs:
+        key = (job.preset, *job.settings.items())
+        if key not in seconds:
+            seconds[key] = estimate.seconds(loader.load_sweep_config(config, job.overrides))
+        job.estimate_s = seconds[key]
 
 
 class UntilDeadline(Sequence):
@@ -253,10 +272,11 @@ class StudySweeper(Sweeper):
         self.job_max_s = float(job_max_s) if job_max_s is not None else None
         self.estimate_cfg = OmegaConf.to_container(estimate) if isinstance(estimate, DictConfig) else dict(estimate)
         self.config: DictConfig | None = None
+        self.loader: ConfigLoader | None = None
         self.launcher = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config = config
+        self.config, self.loader = config, hydra_context.config_loader
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
@@ -281,14 +301,10 @@ class StudySweeper(Sweeper):
             raise ValueError(f"a study sweeps its presets' own values; give single values only, not "
                              f"{' '.join(s.input_line for s in sweeps)}")
         extra = [f"++trainer.max_time='{max_time(self.job_max_s)}'"] if self.job_max_s else []
-        jobs = plan(self.scale, self.presets, [*arguments, *extra], self.first_seeds)
+        jobs = plan(self.loader, self.config, self.scale, self.presets, [*arguments, *extra], self.first_seeds)
         dropped = [j for j in jobs if any(j.matches(s) for s in self.leave_out)]
         jobs = [j for j in jobs if not any(j.matches(s) for s in self.leave_out)]
-        estimate = Estimate(self.estimate_cfg, self.device_kind())
-        presets = {name: read_preset(self.scale, name) for name in self.presets}
-        for job in jobs:
-            job.estimate_s = estimate.job(job, presets[job.preset], [*arguments] +
-                                          ([f"job_max_s={self.job_max_s}"] if self.job_max_s else []))
+        estimate_jobs(self.loader, self.config, jobs, Estimate(self.estimate_cfg, self.device_kind()))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.print_plan(jobs)
