@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from grubench.harness.study import (Estimate, UntilDeadline, estimate_jobs, max_time, plan, sequence_length,
+from grubench.harness.study import (Estimate, UntilDeadline, check_and_estimate, max_time, plan, sequence_length,
                                     training_examples, training_steps)
 from tests.conftest import compose_config, run_cli, runs
 
@@ -113,7 +113,7 @@ def test_the_study_estimates_every_job_from_its_arguments_too(hydra):
     gru = ["+model=gru", "++model.hidden_size=128"]
     plain, longer = (study(hydra, "full", ["c3_cost"], [*gru, *more]) for more in ([], ["dataset.train_size=12800"]))
     for jobs in (plain, longer):
-        estimate_jobs(loader, config, jobs, estimate)
+        check_and_estimate(loader, config, jobs, estimate)
     overhead = config.hydra.sweeper.estimate.job_overhead_s
     assert len(plain) == 5 and len({j.estimate_s for j in plain}) == 1  # the seeds share one compose
     assert longer[0].estimate_s - overhead == pytest.approx(2 * (plain[0].estimate_s - overhead))

@@ -78,7 +78,9 @@ def check_kinds(cfg: DictConfig) -> None:
 
     from grubench.config import flatten
 
-    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True), sep=".").items():
+    settings = flatten(OmegaConf.to_container(cfg, resolve=True), sep=".")
+    for key in sorted(settings, key=lambda k: k.count(".")):  # `seed` before `dataset.seed: ${seed}`
+        value = settings[key]
         if key.split(".")[0] == "hydra":
             continue
         if integer(value) and not -INT64 <= value <= INT64:

@@ -46,7 +46,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from grubench.config import build, run_config
+from grubench.config import build, check, run_config
 from grubench.errors import ConfigError
 from grubench.harness.arguments import store_argument
 from grubench.harness.command import run_command
@@ -163,6 +163,9 @@ def measure(overrides: list[str], rounds: int = 3, skip: int = 5, uri: str | Non
             clock: str = "wall") -> dict:
     """Alternate harness and plain trials `rounds` times; return per-round numbers and medians."""
     cfg = run_config([*DEFAULTS, *overrides])
+    check(cfg)
+    for key in ("limit_train_batches", "limit_val_batches"):
+        _limit(cfg.trainer.get(key))  # whole numbers of batches, refused before any trial
     uri = resolve_uri(uri or f"{tempfile.mkdtemp(prefix='grubench-overhead-')}/mlflow.db")
     cfg.tracking.uri, cfg.tracking.experiment = uri, "overhead"
     results = []

@@ -57,7 +57,7 @@ from grubench.config import build
 from grubench.errors import ConfigError, SweepFailed
 from grubench.harness import devices
 from grubench.harness.runs import tracked_run
-from grubench.harness.store import Run, Store, resolve_uri, sqlite_path
+from grubench.harness.store import Run, Store, check_store, resolve_uri, sqlite_path
 from grubench.harness.sweep import (
     BEST_FILE,
     PARENT_ID_FILE,
@@ -147,12 +147,13 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         uri = resolve_uri(self.config.tracking.uri)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        # every refusal comes before any run is opened or reopened
+        # every refusal comes before any run is opened or reopened, the search's own first
         devices.check_sweep_devices(self.config)
-        store = Store.open(uri, self.config.tracking.experiment)
         space, fixed, metric, direction = self.prepare(arguments)
+        check_store(uri)
         lock = self.lock_study(uri)
         study = self.open_study(uri, space, direction)
+        store = Store.open(uri, self.config.tracking.experiment)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         overrides = " ".join(self.config.hydra.overrides.task)

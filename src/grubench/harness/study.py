@@ -44,8 +44,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from grubench.errors import ConfigError
 from grubench.harness import budget
 
 MODEL_KEY = "model"
@@ -217,14 +218,22 @@ class Estimate:
         return min(seconds, seconds_of(max_time) + c["job_overhead_s"]) if max_time else seconds
 
 
-def estimate_jobs(loader: ConfigLoader, config: DictConfig, jobs: Sequence[Job], estimate: Estimate) -> None:
-    """Set every job's `estimate_s` from the config Hydra composes for it, once per preset,
-    setting and model: the seed does not change the sizes, and one compose costs 0.1-0.2 s."""
+def check_and_estimate(loader: ConfigLoader, config: DictConfig, jobs: Sequence[Job], estimate: Estimate) -> None:
+    """Check every job's config as a run checks it (`config.check`: a bad value refuses the
+    study before anything is made) and set its `estimate_s`, from the config Hydra composes for
+    it, once per preset, setting and model: the seed changes neither, and one compose costs
+    0.1-0.2 s."""
+    from grubench.config import check
+
     seconds: dict[tuple, float] = {}
     for job in jobs:
         key = (job.preset, *job.settings.items())
         if key not in seconds:
-            seconds[key] = estimate.seconds(loader.load_sweep_config(config, job.overrides))
+            composed = loader.load_sweep_config(config, job.overrides)
+            with read_write(composed), open_dict(composed):
+                composed.pop("hydra")  # per-job values (hydra.job.num) not set yet
+            check(composed)
+            seconds[key] = estimate.seconds(composed)
         job.estimate_s = seconds[key]
 
 
@@ -298,15 +307,17 @@ class StudySweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         sweeps = [a for a in OverridesParser.create().parse_overrides(arguments) if a.is_sweep_override()]
         if sweeps:
-            raise ValueError(f"a study sweeps its presets' own values; give single values only, not "
-                             f"{' '.join(s.input_line for s in sweeps)}")
+            raise ConfigError(f"{' '.join(s.input_line for s in sweeps)}: a study sweeps its presets' own values; "
+                              "give single values only")
         extra = [f"++trainer.max_time='{max_time(self.job_max_s)}'"] if self.job_max_s else []
         jobs = plan(self.loader, self.config, self.scale, self.presets, [*arguments, *extra], self.first_seeds)
         dropped = [j for j in jobs if any(j.matches(s) for s in self.leave_out)]
         jobs = [j for j in jobs if not any(j.matches(s) for s in self.leave_out)]
-        estimate_jobs(self.loader, self.config, jobs, Estimate(self.estimate_cfg, self.device_kind()))
+        check_and_estimate(self.loader, self.config, jobs, Estimate(self.estimate_cfg, self.device_kind()))
+        from grubench.harness.sweep import open_parent
+
+        open_parent(self.config)  # after every check: a refused study makes nothing
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         self.print_plan(jobs)
         if dropped:
             print(f"study {self.scale}: {len(dropped)} runs left out as asked (leave_out: {' '.join(self.leave_out)})",

@@ -10,8 +10,8 @@ Hydra calls nothing when a launcher or sweeper raises (or on Ctrl-C), so the ent
 `close_parent` with what ended the command: the parent is closed FAILED or KILLED then.
 
 A job that fails writes its one-line error to `<job folder>/FAILED` and returns, so the other
-jobs go on. A search (grubench's Optuna sweeper, search.py) opens its own parent, after its
-checks: a refused search changes no run.
+jobs go on. A search (grubench's Optuna sweeper, search.py) and a study (study.py) open their
+own parent, after their own checks (`open_parent`): a refused search or study changes no run.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ PARENT_ID_FILE = "mlflow_parent_run_id"
 FAILED_FILE = "FAILED"
 BEST_FILE = "best_trial.yaml"
 SEARCH_SWEEPER = "hydra_plugins.grubench_optuna_sweeper."
+STUDY_SWEEPER = "hydra_plugins.grubench_study_sweeper."
 
 # This process's open sweep parent: (the stack that holds its tracked_run, the run), until
 # on_multirun_end or the entry point calls close_parent.
@@ -67,8 +68,12 @@ def mark_job_failed(message: str) -> None:
     (Path(HydraConfig.get().runtime.output_dir) / FAILED_FILE).write_text(message + "\n")
 
 
+def sweeper(config: DictConfig) -> str:
+    return str(config.hydra.sweeper.get("_target_", ""))
+
+
 def searching(config: DictConfig) -> bool:
-    return str(config.hydra.sweeper.get("_target_", "")).startswith(SEARCH_SWEEPER)
+    return sweeper(config).startswith(SEARCH_SWEEPER)
 
 
 def failed_jobs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -155,34 +160,13 @@ def check_jobs(config: DictConfig) -> None:
 class MultirunParent(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         quiet(bool(config.get("verbose", False)))  # before MLflow loads: the parent's store is made here
-        if searching(config):
-            return  # the search opens its parent after its own checks
+        if searching(config) or sweeper(config).startswith(STUDY_SWEEPER):
+            return  # they open their parent after their own checks
         try:
-            self.open_parent(config)
+            check_jobs(config)  # before MLflow loads: a refused value answers at once
+            open_parent(config)
         except GrubenchError as error:
             raise Refused(error) from error
-
-    def open_parent(self, config: DictConfig) -> None:
-        if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # the study checks its own
-            check_jobs(config)  # before MLflow loads: a refused value answers at once
-        from grubench.harness import devices
-        from grubench.harness.runs import tracked_run
-        from grubench.harness.store import Store, resolve_uri
-
-        devices.check_sweep_devices(config)
-        store = Store.open(resolve_uri(config.tracking.uri), config.tracking.experiment)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        for stale in sweep_dir.glob(f"*/{FAILED_FILE}"):  # left by an earlier sweep in the same folder
-            stale.unlink()
-        overrides = " ".join(config.hydra.overrides.task)
-        global _parent
-        stack = ExitStack()
-        parent = stack.enter_context(tracked_run(store, f"sweep {overrides}".strip(), {
-            "sweep": "parent", "overrides": overrides, "claims": ",".join(config.get("claims") or []),
-            "sweep_dir": str(sweep_dir.resolve())}))
-        _parent = (stack, parent)
-        (sweep_dir / PARENT_ID_FILE).write_text(parent.id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if searching(config):
@@ -201,6 +185,29 @@ class MultirunParent(Callback):
             raise Refused(failed)
         close_parent(None)
         print(f"sweep finished: {len(jobs)} jobs, parent run {parent.id}\n{browse_jobs(store, parent.id)}")
+
+
+def open_parent(config: DictConfig) -> None:
+    """Open the sweep's parent run (creating the store and the experiment, once, before any job)
+    and write its id into the sweep folder, where every job reads it."""
+    from grubench.harness import devices
+    from grubench.harness.runs import tracked_run
+    from grubench.harness.store import Store, resolve_uri
+
+    devices.check_sweep_devices(config)
+    store = Store.open(resolve_uri(config.tracking.uri), config.tracking.experiment)
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    for stale in sweep_dir.glob(f"*/{FAILED_FILE}"):  # left by an earlier sweep in the same folder
+        stale.unlink()
+    overrides = " ".join(config.hydra.overrides.task)
+    global _parent
+    stack = ExitStack()
+    parent = stack.enter_context(tracked_run(store, f"sweep {overrides}".strip(), {
+        "sweep": "parent", "overrides": overrides, "claims": ",".join(config.get("claims") or []),
+        "sweep_dir": str(sweep_dir.resolve())}))
+    _parent = (stack, parent)
+    (sweep_dir / PARENT_ID_FILE).write_text(parent.id)
 
 
 def browse_jobs(store, parent_id: str) -> str:
