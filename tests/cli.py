@@ -47,8 +47,7 @@ def command(module: str, args: list[str], cwd: Path, env: dict[str, str] | None 
         sys.argv = [module, *args]
         GlobalHydra.instance().clear()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
-                                    category=RuntimeWarning)
+            as_a_new_process()
             try:
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
             except SystemExit as exit_:
@@ -73,6 +72,19 @@ def subprocess_command(args: list[str], cwd: Path, timeout: float = 300, module:
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **popen)
+
+
+def as_a_new_process() -> None:
+    """Warnings shown on stderr under Python's own default filters, as in a new process (pytest
+    records them and shows every DeprecationWarning)."""
+    warnings.resetwarnings()
+    for action, category in (("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
+                             ("ignore", ImportWarning), ("ignore", ResourceWarning)):
+        warnings.simplefilter(action, category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package", category=RuntimeWarning)
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+        warnings.formatwarning(message, category, filename, lineno, line))
 
 
 class _Saved:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import functools
 import math
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -30,6 +27,7 @@ from grubench.config import build, choices, model_config
 from grubench.errors import ConfigError
 from grubench.models import SequenceModel
 from grubench.spec import TaskSpec
+from tests.cli import command
 
 
 def spec(input_size=3, seq_len=6, output="regression", num_outputs=1, input_kind="real") -> TaskSpec:
@@ -173,15 +171,11 @@ def test_table_shows_skipped_cells_and_missing_numbers():
     assert format_table([row]).splitlines()[0].startswith("model")
 
 
-@pytest.mark.slow
-def test_bench_command_runs_a_tiny_grid_into_csv_table_and_mlflow(tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_bench_command_runs_a_tiny_grid_into_csv_table_and_mlflow(tmp_path, store):
     args = ["grid=tiny", "grid.models=[gru_doc,nosuch]", "grid.device=[cpu,cuda]", "grid.seq_len=[3,6]",
             "grid.hidden=[4]", "warmup=0", "repeats=2", "progress=false", f"tracking.uri={store}",
             f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run([sys.executable, "-m", "grubench.bench", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = command("grubench.bench", args, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "scaling: time ~ T^p H^q" in done.stdout
 

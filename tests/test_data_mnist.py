@@ -14,7 +14,8 @@ from grubench.config import build
 from grubench.data import mnist
 from grubench.data.mnist import SequentialMNISTDataModule, read_idx
 from grubench.errors import ConfigError
-from tests.conftest import compose_config, run_cli
+from tests.cli import main_command
+from tests.conftest import compose_config
 
 
 def idx_bytes(array: np.ndarray, code: int) -> bytes:
@@ -116,13 +117,13 @@ def test_missing_files_name_the_files_and_the_folder(tmp_path):
         build(cfg.dataset, "dataset")
 
 
-@pytest.mark.slow
 def test_missing_files_stop_the_command_with_one_line(tmp_path):
-    result = run_cli(["+model=gru", "dataset=smnist", f"dataset.data_dir={tmp_path / 'nowhere'}",
-                      f"tracking.uri={tmp_path / 'mlflow.db'}", f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)
-    assert result.returncode != 0
+    result = main_command(["+model=gru", "dataset=smnist", f"dataset.data_dir={tmp_path / 'nowhere'}",
+                           f"tracking.uri={tmp_path / 'mlflow.db'}", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "MNIST files missing" in lines[0] and str(tmp_path / "nowhere") in lines[0]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out").exists()
 
 
 def test_download_checks_the_md5_and_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from grubench.config import check
-from tests.conftest import run_cli
+from tests.cli import main_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -74,13 +74,13 @@ def test_the_readme_refusals_print_what_the_readme_says(tmp_path):
     examples = re.findall(r"^    \$ python -m grubench(.*)\n    (grubench: error: .*)$", text, re.MULTILINE)
     assert len(examples) >= 2
     for args, said in examples:
-        result = run_cli(shlex.split(args), cwd=tmp_path, timeout=120)
+        result = main_command(shlex.split(args), tmp_path)
         assert result.returncode == 1 and result.stderr.strip() == said, (args, result.stderr)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_this_commands_choices_only(tmp_path):
-    result = run_cli(["--help"], cwd=tmp_path, timeout=120)
+    result = main_command(["--help"], tmp_path)
     assert result.returncode == 0
     assert "+model: gru, gru_doc" in result.stdout and "dataset: adding, chorales" in result.stdout
     assert "grid" not in result.stdout and "_base" not in result.stdout  # the bench's grids, the shared bases

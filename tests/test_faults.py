@@ -19,6 +19,7 @@ from grubench.harness import resume as resuming
 from grubench.harness.provenance import environment_tags
 from grubench.harness.store import Store
 from grubench.train import train
+from tests.cli import command, main_command
 from tests.conftest import compose_config, run_cli, runs
 
 # Four epochs of six batches: a kill in epoch 2 lands after two resume points.
@@ -74,7 +75,7 @@ def test_kill_9_mid_epoch_then_gc_then_resume_matches_an_uninterrupted_run(tmp_p
     assert "ended without closing the run" in MlflowClient(fresh_store).get_run(run.info.run_id).data.tags["error"]
     assert reap.collect(fresh_store) == []  # nothing left to close
 
-    resumed = run_cli([f"resume={run.info.run_id}", f"tracking.uri={fresh_store}"], cwd=tmp_path)
+    resumed = main_command([f"resume={run.info.run_id}", f"tracking.uri={fresh_store}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     (run,) = runs(fresh_store)
     assert run.info.status == "FINISHED"
@@ -125,7 +126,9 @@ def test_gc_closes_runs_whose_process_is_gone_and_leaves_the_living(fresh_store)
     assert {(c.run_id, c.status) for c in reap.collect(fresh_store, dry_run=True)} == {
         (crashed, "FAILED"), (signalled, "KILLED"), (reused, "FAILED")}
     assert client.get_run(crashed).info.status == "RUNNING"  # a dry run changes nothing
-    assert reap.main([f"tracking.uri={fresh_store}"]) == 0
+    reaped = command("grubench.harness.reap", [f"tracking.uri={fresh_store}"], Path.cwd())
+    assert reaped.returncode == 0, reaped.stderr
+    assert reaped.stdout.count("marked ") == 3 and "3 dead run(s) closed" in reaped.stdout
     status = {run_id: client.get_run(run_id).info.status for run_id in (alive, crashed, signalled, reused, elsewhere)}
     assert status == {alive: "RUNNING", crashed: "FAILED", signalled: "KILLED", reused: "FAILED",
                       elsewhere: "RUNNING"}
@@ -196,13 +199,3 @@ def test_two_process_ddp_on_cpu_finishes_one_run(tmp_path, fresh_store):
     assert sorted(steps) == [2, 5]
     assert "test/mse" in run.data.metrics
     assert "distributed_backend=gloo" in result.stdout + result.stderr
-
-
-@pytest.mark.slow
-def test_a_sweep_with_several_devices_per_job_is_refused(tmp_path):
-    result = run_cli(["-m", "+model=gru", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                      "seed=0,1"], cwd=tmp_path)
-    assert result.returncode == 1
-    assert "grubench: error: a sweep (-m) runs each job on one device, but trainer.devices=2 asks for 2" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert runs(f"sqlite:///{tmp_path / 'mlflow.db'}") == [] if (tmp_path / "mlflow.db").exists() else True

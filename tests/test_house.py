@@ -16,7 +16,8 @@ from grubench.errors import Interrupted, RunFailed
 from grubench.harness.runs import tracked_run
 from grubench.harness.store import Run, Store, resolve_uri
 from grubench.train import train
-from tests.conftest import TINY, compose_config, run_cli, runs
+from tests.cli import main_command
+from tests.conftest import TINY, compose_config, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,9 +79,9 @@ def raise_inside(monkeypatch, target: str) -> None:
     monkeypatch.setattr(target, broken)
 
 
-@pytest.mark.parametrize("entry_point", ["gradflow", "bench", "overhead"])  # report: after the evidence merge
-def test_each_entry_points_run_ends_closed_when_its_body_raises(tmp_path, monkeypatch, entry_point):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.mark.parametrize("entry_point", ["gradflow", "bench", "overhead", "report"])
+def test_each_entry_points_run_ends_closed_when_its_body_raises(tmp_path, store, monkeypatch, entry_point):
+    uri = store
     if entry_point == "gradflow":
         from grubench.gradflow.__main__ import record
         from grubench.gradflow.measure import FlowCurve
@@ -103,8 +104,7 @@ def test_each_entry_points_run_ends_closed_when_its_body_raises(tmp_path, monkey
     elif entry_point == "report":
         from grubench.report.__main__ import write_report
 
-        Store.open(uri, "default")
-        raise_inside(monkeypatch, "grubench.harness.store.Run.set_tags")
+        raise_inside(monkeypatch, "grubench.harness.store.Run.log_artifact")  # its body logs the report's files
         call = lambda: write_report(uri, tmp_path / "report")
         experiment = "report"
     else:
@@ -133,19 +133,19 @@ def test_four_commands_at_once_on_a_new_store_all_finish_in_folders_of_their_own
     folders = sorted(p.parent for p in tmp_path.glob("outputs/*/*/config.yaml"))
     assert len(folders) == 4  # started in the same second, each its own folder, log and checkpoints
     assert len({(f / "config.yaml").read_text() for f in folders}) == 4  # each folder holds its own run's config
-    fifth = run_cli([*args, "seed=4"], cwd=tmp_path)
+    fifth = main_command([*args, "seed=4"], tmp_path)
     assert fifth.returncode == 0, fifth.stderr[-2000:]
     assert statuses(uri) == ["FINISHED"] * 5
     assert not list(tmp_path.glob("_alembic_tmp*")) and not list(tmp_path.glob("*.partial"))
 
 
-@pytest.mark.slow
-def test_a_launcher_that_fails_leaves_no_running_run(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_cli(["-m", "+model=rnn", *TINY, "seed=0,1", f"tracking.uri={uri}", "hydra/launcher=joblib",
-                      "hydra.launcher.n_jobs=0", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
-    assert result.returncode != 0
-    (parent,) = runs(uri)
+def test_a_launcher_that_fails_leaves_no_running_run(tmp_path, cli, store):
+    result = cli("-m", "+model=rnn", *TINY, "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0",
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("grubench: error: the sweep stopped: ValueError: n_jobs") and "is recorded FAILED" in line
+    (parent,) = runs(store)
     assert parent.info.status == "FAILED"
     assert "n_jobs" in parent.data.tags["error"]
 
@@ -189,8 +189,8 @@ def test_two_searches_on_one_study_do_not_corrupt_each_other(tmp_path):
     while not [r for r in runs(uri, "search") if "mlflow.parentRunId" in r.data.tags]:  # its first trial trains
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
         time.sleep(0.5)
-    second = run_cli(["-m", *SEARCH, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 'second'}"],
-                     cwd=tmp_path)
+    second = main_command(["-m", *SEARCH, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 'second'}"],
+                          tmp_path)
     assert second.returncode == 1
     assert second.stderr.strip().splitlines()[-1].startswith("grubench: error: study shared is being searched")
     out, err = first.communicate(timeout=300)
@@ -202,17 +202,16 @@ def test_two_searches_on_one_study_do_not_corrupt_each_other(tmp_path):
     assert sorted(r.info.status for r in runs(uri, "search")) == ["FINISHED"] * 3  # a parent, two trials: none from the refusal
 
 
-@pytest.mark.slow
-def test_a_model_config_in_a_users_folder_is_found(tmp_path):
+def test_a_model_config_in_a_users_folder_is_found(tmp_path, cli, store):
     mine = tmp_path / "my_conf" / "model"
     mine.mkdir(parents=True)
     (mine / "my_gru.yaml").write_text("defaults:\n  - _base\n  - _self_\n\nname: my_gru\n"
                                       "recurrent:\n  _target_: torch.nn.GRU\n  _partial_: true\n")
-    refused = run_cli(["--config-dir", str(tmp_path / "my_conf")], cwd=tmp_path)
+    refused = cli("--config-dir", str(tmp_path / "my_conf"))
     assert refused.returncode == 1 and "my_gru" in refused.stderr
-    result = run_cli(["--config-dir", str(tmp_path / "my_conf"), "+model=my_gru", *TINY], cwd=tmp_path)
+    result = cli("--config-dir", str(tmp_path / "my_conf"), "+model=my_gru", *TINY)
     assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = runs(store)
     assert run.data.tags["model"] == "my_gru" and run.data.params["model/hidden_size"] == "8"
 
 
@@ -237,7 +236,6 @@ def test_no_private_attributes_of_lightning_or_mlflow_in_src():
     assert hits == []
 
 
-@pytest.mark.slow
 def test_help_answers_before_torch_lightning_or_mlflow_load():
     code = ("import sys, runpy; sys.argv = ['grubench', '--help']\n"
             "try:\n    runpy.run_module('grubench', run_name='__main__')\nexcept SystemExit:\n    pass\n"

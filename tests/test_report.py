@@ -31,6 +31,7 @@ from grubench.report.verdicts import (
     judge,
 )
 from grubench.train import train
+from tests.cli import command
 from tests.conftest import compose_config
 
 CHANCE = {"mse": 1 / 6, "acc": 0.125}
@@ -199,7 +200,9 @@ def test_report_from_real_tiny_runs(tmp_path, store):
     assert "undertrained" in verdict.evidence
 
     out = tmp_path / "report"
-    assert report_main([f"tracking.uri={store}", "--out", str(out)]) == 0
+    done = command("grubench.report", [f"tracking.uri={store}", "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("C1  inconclusive") and done.stdout.splitlines()[-1].endswith("report.html")
     text = (out / "report.md").read_text()
     assert "| C1 |" in text and "inconclusive" in text  # C2..C5 have no runs here
     assert "nan" not in text.lower()

@@ -11,9 +11,18 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from grubench.harness.study import (Estimate, UntilDeadline, check_and_estimate, max_time, plan, sequence_length,
-                                    training_examples, training_steps)
-from tests.conftest import compose_config, run_cli, runs
+from grubench.harness.study import (
+    Estimate,
+    UntilDeadline,
+    check_and_estimate,
+    max_time,
+    plan,
+    sequence_length,
+    training_examples,
+    training_steps,
+)
+from tests.cli import main_command
+from tests.conftest import compose_config, runs
 
 PRESETS = ["c1_lengths", "c2_gradients", "c3_cost", "c4_gates", "c5_gru", "minimal", "c1_real"]
 SMALL = ["c1_copy", "c1_lengths", "c1_real", "c3_cost", "c4_gates", "c5_gru", "minimal"]
@@ -150,8 +159,8 @@ def test_no_job_is_handed_out_after_the_deadline():
 
 
 def test_a_spent_budget_leaves_every_run_out_and_lists_them(tmp_path):
-    done = run_cli(["-m", "hydra/sweeper=study", "hydra.sweeper.presets=[c3_cost]", "hydra.sweeper.budget_s=0",
-                    f"hydra.sweep.dir={tmp_path / 'sweep'}", f"tracking.uri={tmp_path / 'mlflow.db'}"], tmp_path)
+    done = main_command(["-m", "hydra/sweeper=study", "hydra.sweeper.presets=[c3_cost]", "hydra.sweeper.budget_s=0",
+                         f"hydra.sweep.dir={tmp_path / 'sweep'}", f"tracking.uri={tmp_path / 'mlflow.db'}"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "study full: 60 runs (c3_cost 60)" in done.stdout
     left = json.loads((tmp_path / "sweep" / "left_out.json").read_text())

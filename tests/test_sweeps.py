@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 from grubench.errors import ConfigError
 from grubench.harness import reap
 from grubench.harness.search import counted, distribution, override, recover_interrupted
-from tests.conftest import compose_config, run_cli, runs
+from tests.cli import main_command
+from tests.conftest import TINY_SWEEP, run_cli, runs
 
-TINY_SWEEP = ["trainer=debug", "dataset.limit=64", "++model.hidden_size=8"]
 # Every metric a tiny run records.
 METRICS = {"train/loss", "train/mse", "val/loss", "val/mse", "test/loss", "test/mse", "params/total",
            "speed/step_ms", "speed/train_samples_per_s", "speed/epoch_s", "mem/peak_mb", "epoch"}
@@ -81,7 +81,7 @@ def test_optuna_search_killed_in_its_fifth_trial_resumes_to_six(tmp_path):
     study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state.name for t in study.trials][4] == "RUNNING" and counted(study) == 4
 
-    resumed = run_cli(args, cwd=tmp_path)
+    resumed = main_command(args, tmp_path)
     assert "trials [4] were interrupted" in resumed.stdout, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [c.status for c in reap.collect(uri)] == ["FAILED"]  # the run the kill left RUNNING
@@ -112,8 +112,8 @@ def test_optuna_search_killed_in_its_fifth_trial_resumes_to_six(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep_job(tmp_path):
-    result = run_cli(["-m", "+model=rnn", *TINY_SWEEP, "seed=0", "hydra/launcher=submitit_local",
-                      "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    result = main_command(["-m", "+model=rnn", *TINY_SWEEP, "seed=0", "hydra/launcher=submitit_local",
+                           "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     parent, jobs = children(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [r.info.status for r in jobs] == ["FINISHED"] and parent.info.status == "FINISHED"
@@ -162,26 +162,3 @@ def test_trials_a_dead_search_left_running_are_recorded_and_queued_again(tmp_pat
     assert study.trials[left.number].state.name == "FAIL" and counted(study) == 1
     again = study.ask(space)
     assert again.params == left.params and again.user_attrs["retry_of"] == left.number
-
-
-def test_a_search_refuses_comma_lists_an_empty_space_and_a_searched_dataset():
-    from grubench.harness.search import OptunaSweeper
-
-    def prepared(params, arguments):
-        sweeper = OptunaSweeper(params, n_trials=2, n_jobs=1, direction=None, study_name="s", storage=None, seed=0,
-                                sampler=optuna.samplers.RandomSampler)
-        sweeper.config = compose_config(["+model=gru"])
-        sweeper.hydra_context = type("Context", (), {"config_loader": None})()
-        return sweeper.prepare(arguments)
-
-    lr = {"optim.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}}
-    space, fixed, metric, direction = prepared(lr, ["+model=gru", "seed=3"])
-    assert (fixed, metric, direction) == (["+model=gru", "seed=3"], "val/mse", "minimize")
-    with pytest.raises(ConfigError, match="seed=0,1: a search takes its choices from hydra.sweeper.params"):
-        prepared(lr, ["seed=0,1"])
-    with pytest.raises(ConfigError, match="the search space is empty"):
-        prepared({}, [])
-    with pytest.raises(ConfigError, match="optim.lr=0.1: optim.lr is in the search space"):
-        prepared(lr, ["optim.lr=0.1"])
-    with pytest.raises(ConfigError, match="choose the dataset outside the search space"):
-        prepared({"dataset": {"type": "categorical", "choices": ["adding", "copy"]}}, [])

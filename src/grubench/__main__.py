@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from grubench.errors import GrubenchError, Interrupted
+from grubench.errors import GrubenchError, Interrupted, SweepFailed, first_line
 from grubench.harness.command import error_line, hydra_task, run_command, say
 
 
@@ -75,15 +75,18 @@ def remove_job_folder() -> None:
 
 def main_closing_the_sweep() -> None:
     """`main`; whatever ends it closes a sweep's parent run that is still open (Hydra calls no
-    callback when a launcher or sweeper raises, or on Ctrl-C)."""
+    callback when a launcher or sweeper raises, or on Ctrl-C). A launcher that fails (a bad
+    launcher setting, say) is said in one line naming the parent, which holds the traceback."""
     import sys
 
     try:
         main()
     except BaseException as failure:
         sweep = sys.modules.get("grubench.harness.sweep")  # not loaded: no sweep ran, no parent is open
-        if sweep is not None:
-            sweep.close_parent(failure)
+        parent = sweep.close_parent(failure) if sweep is not None else None
+        if parent and isinstance(failure, Exception) and not isinstance(failure, GrubenchError):
+            raise SweepFailed(f"the sweep stopped: {first_line(failure)}; its parent run {parent} is recorded "
+                              "FAILED (traceback in its error.txt)") from failure
         raise
 
 

@@ -83,22 +83,24 @@ def failed_jobs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
 
 
 
-def close_parent(failure: BaseException | None) -> None:
+def close_parent(failure: BaseException | None) -> str | None:
     """Close this process's open parent run (if any) as `failure` ended the command; then close
-    its children that a parallel launcher's workers left RUNNING when they were stopped."""
+    its children that a parallel launcher's workers left RUNNING when they were stopped. The
+    closed parent's id, None when none was open."""
     global _parent
     if _parent is None:
-        return
+        return None
     (stack, parent), _parent = _parent, None
     if failure is None:
         stack.close()
-        return
+        return parent.id
     interrupted = isinstance(failure, (KeyboardInterrupt, SystemExit))
     try:
         stack.__exit__(type(failure), failure, failure.__traceback__)  # raises Interrupted(parent) on Ctrl-C
     finally:
         close_orphans(parent.store, parent.id, "interrupted: the sweep stopped" if interrupted
                       else f"the sweep failed: {first_line(failure)}")
+    return parent.id
 
 
 def close_orphans(store: Store, parent_id: str, reason: str, wait_s: float = 10.0) -> None:
