@@ -39,7 +39,32 @@ def generation_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class AddingDataModule(SequenceDataModule):
+class GeneratedDataModule(SequenceDataModule):
+    """A task drawn from the seed: a training, a validation and a test split of given sizes, each
+    from its own random stream (`split_generator`). Subclasses set `self.spec` and implement
+    `generate(n, generator)`; `bytes_per_step` sizes the memory drawing them takes."""
+
+    bytes_per_step = 16
+
+    def __init__(self, seq_len: int, train_size: int, val_size: int, test_size: int, batch_size: int, seed: int,
+                 limit: int | None, generator_device: str):
+        super().__init__(batch_size=batch_size, seed=seed, limit=limit)
+        require_positive(seq_len=seq_len, train_size=train_size, val_size=val_size, test_size=test_size)
+        self.generator_device = generation_device(generator_device)
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+
+    def make_splits(self):
+        return {split: self.generate(n, split_generator(self.seed, split, self.generator_device))
+                for split, n in self.sizes.items()}
+
+    def planned_bytes(self) -> int:
+        return sum(self.sizes.values()) * self.spec.seq_len * self.bytes_per_step
+
+    def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class AddingDataModule(GeneratedDataModule):
     """The adding problem (Hochreiter & Schmidhuber 1997), as in Arjovsky et al. 2016.
 
     Each step carries two features: a value v_t ~ U[0, 1] and a marker m_t in {0, 1}. Exactly
@@ -54,24 +79,15 @@ class AddingDataModule(SequenceDataModule):
     def __init__(self, seq_len: int = 50, train_size: int = 10000, val_size: int = 1000,
                  test_size: int = 1000, batch_size: int = 64, seed: int = 0, limit: int | None = None,
                  generator_device: str = "cpu"):
-        super().__init__(batch_size=batch_size, seed=seed, limit=limit)
-        require_positive(seq_len=seq_len, train_size=train_size, val_size=val_size, test_size=test_size)
-        self.generator_device = generation_device(generator_device)
+        super().__init__(seq_len, train_size, val_size, test_size, batch_size, seed, limit, generator_device)
         if seq_len < 2:
             raise ValueError(f"the adding problem needs seq_len >= 2 (one marker in each half), got {seq_len}")
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.spec = TaskSpec(
             name="adding", input_kind="real", input_size=2, output="regression", num_outputs=1,
             seq_len=seq_len, metric="mse", chance={"mse": 1 / 6, "loss": 1 / 6},
         )
 
-    def make_splits(self):
-        return {split: self.generate(n, split_generator(self.seed, split, self.generator_device))
-                for split, n in self.sizes.items()}
-
-    def planned_bytes(self) -> int:
-        """values, markers and x (two features) as float32 while a split is drawn: 16 bytes a step."""
-        return sum(self.sizes.values()) * self.spec.seq_len * 16
+    bytes_per_step = 16  # values, markers and x (two features) as float32 while a split is drawn
 
     def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         T = self.spec.seq_len
@@ -89,7 +105,7 @@ class AddingDataModule(SequenceDataModule):
         return x, y
 
 
-class CopyDataModule(SequenceDataModule):
+class CopyDataModule(GeneratedDataModule):
     """The copy-memory task (Arjovsky et al. 2016): remember 10 symbols over a delay of T steps.
 
     Tokens: 0 blank, 1..8 data symbols, 9 the delimiter. A sequence has T + 20 steps:
@@ -110,11 +126,8 @@ class CopyDataModule(SequenceDataModule):
     def __init__(self, seq_len: int = 50, train_size: int = 10000, val_size: int = 1000,
                  test_size: int = 1000, batch_size: int = 64, seed: int = 0, limit: int | None = None,
                  generator_device: str = "cpu"):
-        super().__init__(batch_size=batch_size, seed=seed, limit=limit)
-        require_positive(seq_len=seq_len, train_size=train_size, val_size=val_size, test_size=test_size)
-        self.generator_device = generation_device(generator_device)
+        super().__init__(seq_len, train_size, val_size, test_size, batch_size, seed, limit, generator_device)
         self.delay = seq_len
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         total = seq_len + 2 * self.remember
         chance_ce = self.remember * math.log(self.symbols) / total
         self.spec = TaskSpec(
@@ -123,13 +136,7 @@ class CopyDataModule(SequenceDataModule):
             chance={"acc": 1 / self.symbols, "loss": chance_ce}, metric_last_steps=self.remember,
         )
 
-    def make_splits(self):
-        return {split: self.generate(n, split_generator(self.seed, split, self.generator_device))
-                for split, n in self.sizes.items()}
-
-    def planned_bytes(self) -> int:
-        """x and y as int64: 16 bytes a step."""
-        return sum(self.sizes.values()) * self.spec.seq_len * 16
+    bytes_per_step = 16  # x and y as int64
 
     def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         k, T = self.remember, self.delay

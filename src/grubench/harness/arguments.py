@@ -9,7 +9,7 @@ The value is resolved as the main command resolves `tracking.uri` (`store.resolv
 from __future__ import annotations
 
 from grubench.errors import TrackingError
-from grubench.harness.store import resolve_uri
+from grubench.harness.store import check_store, resolve_uri, sqlite_path
 
 PREFIX = "tracking.uri="
 
@@ -32,3 +32,14 @@ def store_from_argument(value: str | None) -> str:
     if value and not value.startswith(PREFIX):
         raise TrackingError(f"{value}: give the store as {PREFIX}STORE")
     return store_argument([value] if value else [])[0]
+
+
+def existing_store(value: str | None) -> str:
+    """`store_from_argument` for a command that reads runs: TrackingError when the store is not
+    there (a SQLite file that does not exist, a server that does not answer)."""
+    uri = store_from_argument(value)
+    check_store(uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise TrackingError(f"no MLflow store at {path}")
+    return uri

@@ -21,9 +21,14 @@ from typing import Any, Mapping
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
-from grubench.internals import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, RUNS_TABLE_PARAMETERS,
-                                SHARED_VIEW_TAG, VIEW_PARAMETER)
 from grubench.harness.store import Run, Store, retrying, sqlite_path
+from grubench.internals import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    RUNS_TABLE_PARAMETERS,
+    SHARED_VIEW_TAG,
+    VIEW_PARAMETER,
+)
 
 # Keys of the Hydra overrides that already appear in a run name's first part (or its end: the seed).
 NAMED_IN_RUN_NAME = ("model", "+model", "dataset", "seed")

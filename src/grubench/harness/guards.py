@@ -15,8 +15,6 @@ swap for minutes before failing.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from omegaconf import DictConfig, OmegaConf
 

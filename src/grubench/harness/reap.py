@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from grubench.errors import TrackingError
-from grubench.harness.arguments import add_store_argument, store_from_argument
+from grubench.harness.arguments import add_store_argument, existing_store
 from grubench.harness.command import run_command
 from grubench.harness.provenance import owner_alive
-from grubench.harness.store import Run, Store, sqlite_path
+from grubench.harness.store import Run, Store
 
 
 @dataclass
@@ -83,10 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", help="only this experiment (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     args = parser.parse_args(argv)
-    uri = store_from_argument(args.store)
-    path = sqlite_path(uri)
-    if path is not None and not path.exists():
-        raise TrackingError(f"no MLflow store at {path}")
+    uri = existing_store(args.store)
     changes = collect(uri, args.experiment, args.dry_run)
     verb = "would mark" if args.dry_run else "marked"
     for change in changes:

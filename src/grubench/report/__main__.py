@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 from markdown import Markdown
 
-from grubench.errors import GrubenchError
-from grubench.harness.arguments import add_store_argument, store_from_argument
+from grubench.claims import CLAIMS
+from grubench.harness.arguments import add_store_argument, existing_store
 from grubench.harness.command import run_command
 from grubench.harness.runs import tracked_run
-from grubench.harness.store import Store, check_store, sqlite_path
+from grubench.harness.store import Store
 from grubench.report import plots
 from grubench.report.evidence import claim_runs, load_curves, load_runs, training_runs
-from grubench.report.verdicts import CLAIMS, PUBLISHED, RULES, Verdict, all_verdicts
+from grubench.report.verdicts import PUBLISHED, RULES, Verdict, all_verdicts
 
 VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#cf222e", "mixed": "#bc4c00", "inconclusive": "#6e7781"}
 IMAGE_SRC = re.compile(r'(<img [^>]*src=")([^"]+)(")')  # python-markdown's <img alt=".." src="NAME.png" />
@@ -131,10 +131,7 @@ def embedded_png(path: Path) -> str:
 
 
 def write_report(uri: str, out: Path, log: bool = True) -> list[Verdict]:
-    check_store(uri)
-    if sqlite_path(uri) and not sqlite_path(uri).exists():
-        raise GrubenchError(f"no MLflow store at {sqlite_path(uri)}: run the studies first "
-                            "(scripts/reproduce.sh small)")
+    """Write report.md, report.html and the figures into `out` from the store `uri` (which exists)."""
     frame = load_runs(uri)
     out.mkdir(parents=True, exist_ok=True)
     verdicts = all_verdicts(frame)
@@ -156,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="report", type=Path, help="folder for report.md, report.html and figures")
     parser.add_argument("--no-log", action="store_true", help="do not log the report as an MLflow run")
     args = parser.parse_args(argv)
-    verdicts = write_report(store_from_argument(args.store), args.out, log=not args.no_log)
-    width = max(len(v.verdict) for v in verdicts)
-    for v in verdicts:
-        print(f"{v.claim}  {v.verdict:<{width}}  {v.evidence}")
-    print(f"report: {(args.out / 'report.html').resolve()}")
+    verdicts = write_report(existing_store(args.store), args.out, log=not args.no_log)
+    print(verdict_lines(verdicts) + f"\nreport: {(args.out / 'report.html').resolve()}")
     return 0
+
+
+def verdict_lines(verdicts: list[Verdict]) -> str:
+    """A line per claim: its id, its verdict and why."""
+    width = max(len(v.verdict) for v in verdicts)
+    return "\n".join(f"{v.claim}  {v.verdict:<{width}}  {v.evidence}" for v in verdicts)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from grubench import levels
-from grubench.claims import CLAIMS
 from grubench.report.evidence import (
     Summary,
     claim_runs,
