@@ -117,3 +117,14 @@ def test_sigterm_marks_the_run_killed(tmp_path):
     assert run.info.status == "KILLED"
     assert "interrupted" in run.data.tags["error"]
     assert output.strip().splitlines()[-1] == f"grubench: interrupted; run {run.info.run_id} is recorded KILLED"
+
+
+def test_a_data_set_without_a_validation_set_trains_quietly(cli, store):
+    # MNIST-1D as its paper trains it (dataset.val_size=0): no validation loop, nothing monitored,
+    # no Lightning warning per epoch about a missing key or an empty loader
+    result = cli("+model=gru", "+experiment=mnist1d_gru", "trainer.max_steps=45", "dataset.limit=500")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    (run,) = runs(store, "mnist1d_gru")
+    assert run.data.tags["data/val/sequences"] == "0" and "test/acc" in run.data.metrics
+    assert "val/acc" not in run.data.metrics
