@@ -24,7 +24,8 @@ from grubench.harness.runs import tracked_run
 from grubench.harness.store import Store
 from grubench.report import plots
 from grubench.report.evidence import claim_runs, load_curves, load_runs, training_runs
-from grubench.report.verdicts import PUBLISHED, RULES, Verdict, all_verdicts
+from grubench.report.literature import PUBLISHED
+from grubench.report.verdicts import RULES, Verdict, all_verdicts, memory_lengths
 
 VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#cf222e", "mixed": "#bc4c00", "inconclusive": "#6e7781"}
 IMAGE_SRC = re.compile(r'(<img [^>]*src=")([^"]+)(")')  # python-markdown's <img alt=".." src="NAME.png" />
@@ -37,8 +38,9 @@ def figures(frame, out: Path, uri: str | None = None) -> dict[str, list[Path]]:
     curves too (read from the store, one request per run)."""
     runs = {claim: claim_runs(frame, claim) for claim in RULES}
     made = {
-        "C1": [plots.score_vs_length(runs["C1"], out / "c1_score_vs_length.png")],
-        "C2": [plots.gradient_decay(runs["C2"], out / "c2_gradient_decay.png")],
+        "C1": [plots.memory_length(runs["C1"], memory_lengths(runs["C1"]), out / "c1_memory_length.png"),
+               plots.score_vs_length(runs["C1"], out / "c1_score_vs_length.png")],
+        "C2": [plots.gradient_slopes(runs["C2"], out / "c2_gradient_slopes.png")],
         "C3": [plots.cost_per_model(runs["C3"], out / "c3_cost_per_model.png")],
         "C4": [plots.ablations(runs["C4"], out / "c4_ablations.png")],
         "C5": [plots.cost_per_model(runs["C5"], out / "c5_cost_per_model.png")],
@@ -56,15 +58,18 @@ def cell(value) -> str:
     return str(value).replace("|", "/")  # a pipe would end the Markdown table cell
 
 
-def detail_table(verdict: Verdict) -> list[str]:
-    """The per-setting rows as a table: setting, every model present, outcome, then the study."""
-    if not verdict.rows:
+def table(rows: list[dict]) -> list[str]:
+    """Rows as a Markdown table: the setting, every model present, the effect, the outcome in the
+    claim's words, the study (its budget is named once, under "Rests on")."""
+    if not rows:
         return []
-    columns = list(dict.fromkeys(k for row in verdict.rows for k in row if k not in ("study", "outcome")))
-    columns += ["outcome", "study"]
+    fixed = ("setting", "effect", "test", "said", "outcome", "deciding", "study")
+    models = list(dict.fromkeys(k for row in rows for k in row if k not in fixed))
+    columns = ["setting", *models, "effect", "outcome", "study"]
+    value = {"outcome": lambda r: r["said"], "study": lambda r: r["study"].split(" [")[0]}
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    short = {"study": lambda text: text.split(" [")[0]}  # the budget is named once, under "Rests on"
-    lines += ["| " + " | ".join(cell(short.get(c, str)(row.get(c, ""))) for c in columns) + " |" for row in verdict.rows]
+    lines += ["| " + " | ".join(cell(value[c](r) if c in value else r.get(c, "")) for c in columns) + " |"
+              for r in rows]
     return lines
 
 
@@ -80,12 +85,14 @@ def counts(frame) -> tuple[int, int]:
 def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run_count: tuple[int, int]) -> str:
     trained, skipped = run_count
     lines = ["# grubench claims report", "",
-             f"Made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {trained} finished training runs in `{uri}`"
-             + (f"; {skipped} of them bear on no claim and are skipped" if skipped else "") + ". "
-             "Scores are means over seeds with 95% Student-t intervals. A setting decides a claim only when at "
-             "least one model beat chance by a margin; settings where no model learned, or where both reached "
-             "the task's ceiling equally fast, are inconclusive and count for nothing. The rules are in "
-             "`grubench/report/verdicts.py`, the margins in `grubench/levels.py`.", "",
+             f"Made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {trained} training runs (finished or "
+             f"failed) in `{uri}`" + (f"; {skipped} of them bear on no claim and are skipped" if skipped else "")
+             + ". Each claim is decided on the settings its study's presets named before it ran, two models "
+             "compared seed by seed: the steps to solve by a log-rank test where the task has a solved level, else "
+             "the paired test scores by a paired t-test (the exact sign-flip test beside); a tie only by an equivalence test against the "
+             "margin declared for the task; Holm's correction over a claim's settings (5%). A failed run counts as "
+             "a run that learned nothing. Effects are the claim's model minus its rival, with 95% intervals. The "
+             "rules are in `grubench/report/verdicts.py`, the margins in `grubench/levels.py`.", "",
              "| claim | the document says | verdict | decided by | published | ours against the literature |",
              "|---|---|---|---|---|---|"]
     for v in verdicts:
@@ -94,12 +101,18 @@ def markdown(verdicts: list[Verdict], made: dict[str, list[Path]], uri: str, run
                      f"{cell(PUBLISHED[v.claim])} | {cell(v.literature or '-')} |")
     for v in verdicts:
         lines += ["", f"## {v.claim}: {CLAIMS[v.claim]}", "", f"Verdict: **{v.verdict}**. {v.evidence}.", ""]
+        lines += [*(f"{line}." for line in v.extra), *([""] if v.extra else [])]
+        deciding = [r for r in v.rows if r["deciding"]]
+        context = [r for r in v.rows if not r["deciding"]]
+        if deciding:
+            lines += ["Deciding settings:", "", *table(deciding), ""]
+        if context:
+            lines += ["Shown beside (decides nothing):", "", *table(context), ""]
         if v.studies:
             lines += ["Rests on: " + "; ".join(f"`{s}`" for s in v.studies) + ".", ""]
         lines += [f"Published: {PUBLISHED[v.claim]}", ""]
         if v.literature:
             lines += [v.literature, ""]
-        lines += detail_table(v)
         for figure in made.get(v.claim, []):
             lines += ["", f"![{v.claim}]({figure.name})"]
     return "\n".join(lines) + "\n"

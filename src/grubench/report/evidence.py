@@ -1,38 +1,37 @@
-"""The evidence a claims report rests on: finished training runs from MLflow, aggregated over seeds.
+"""The evidence a claims report rests on: the training runs MLflow recorded, one row per run.
 
-A run bears on a claim when its `claims` tag names it (the study presets set it). Runs are
-grouped by setting (data set, sequence length) and model; a group's score is summarised by its
-mean and a 95% Student-t interval over seeds (scipy.stats.t.interval):
+A run bears on a claim when its `claims` tag names it (the study presets set it), and decides it
+when its setting is one the preset named before the study ran (tag `decides/<claim>`, from the
+config's `decides`); other settings of the same runs are shown as context and decide nothing.
+
+Every run counts, the failed ones too: a FAILED run (a diverged loss, say) is a run that did not
+learn: its score is the task's chance level, it learned and solved nothing. KILLED runs (Ctrl-C,
+a spent budget) are missing seeds, named as such.
+
+Which runs stand for a setting: a claim reads one scale (small or full: the scale of its newest
+deciding run), and each setting one study (the preset, tag `study`) and one budget (steps,
+epochs, training sequences, batch, the weights tested, the stopping rule: `budget()`; not the
+learning rate or the width, which a study may choose per model); within it the newest run of
+each (model, seed) counts once. So a quick debug sweep after a study does not replace the
+study's runs, and the report names the study and budget each verdict rests on.
+
+Summaries over seeds (`Summary`): the mean and a 95% Student-t interval (scipy.stats.t.interval),
 
     mean +- t_{0.975, n-1} * s / sqrt(n)          (n seeds, s the sample standard deviation)
-
-Two models are compared on a setting by Welch's 95% interval for the difference of their means
-(scipy.stats.ttest_ind with equal_var=False):
-
-    mean_a - mean_b +- t_{0.975, dof} * sqrt(s_a^2/n_a + s_b^2/n_b),
-    dof = (s_a^2/n_a + s_b^2/n_b)^2 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))   (Welch-Satterthwaite)
-
-one is "better" only when that interval excludes zero.
-
-Which runs stand for a setting: every run carries its study (the preset it came from, tag
-`study`) and its budget (steps, epochs, training sequences, batch, learning rate, width, the
-weights tested: `budget()`). Runs of one setting from different studies or budgets never mix:
-the setting rests on one (study, budget), the one of its newest run made by a preset, else of
-its newest run; within it the latest run of each (model, seed) counts once. So a quick debug
-sweep after a study does not replace the study's runs, and the report names the study and
-budget each verdict rests on.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import mlflow
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from grubench import levels
+from grubench.spec import higher_is_better
 
 LEVEL = 0.95
 
@@ -75,52 +74,34 @@ class Summary:
         return f"{self.mean:.4g} ± {self.half_width:.2g} (n={self.n})"
 
 
-def compare(a: Summary, b: Summary, higher_is_better: bool) -> str:
-    """"better", "worse" or "tie" for a against b: Welch's 95% interval of mean(a) - mean(b)
-    (module docstring) must exclude 0 for a difference to count. Where both have constant
-    values the interval is the difference itself: any difference counts. "unknown" when either
-    has fewer than 2 seeds."""
-    if a.n < 2 or b.n < 2:
-        return "unknown"
-    if a.constant and b.constant:
-        sign = np.sign(a.mean - b.mean)
-    else:
-        with warnings.catch_warnings():
-            # scipy calls a sample of identical values "nearly identical"; its variance 0 is exact
-            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-            low, high = stats.ttest_ind(a.values, b.values, equal_var=False).confidence_interval(LEVEL)
-        sign = 0 if low <= 0 <= high else np.sign(a.mean - b.mean)
-    if sign == 0:
-        return "tie"
-    return "better" if (sign > 0) == higher_is_better else "worse"
-
-
 def load_runs(uri: str) -> pd.DataFrame:
-    """Every finished run in every experiment of the store, one row each, newest first.
+    """Every FINISHED or FAILED run in every experiment of the store, one row each, newest first.
 
-    Columns as MLflow names them (`metrics.test/acc`, `params.dataset/seq_len`, `tags.model`),
-    plus `experiment` (its name)."""
+    Columns as MLflow names them (`metrics.test/acc`, `params.dataset/seq_len`, `tags.model`,
+    `status`), plus `experiment` (its name)."""
     client = mlflow.tracking.MlflowClient(uri)
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if not experiments:
         return pd.DataFrame()
     mlflow.set_tracking_uri(uri)
-    frame = mlflow.search_runs(list(experiments), filter_string="attributes.status = 'FINISHED'",
-                               order_by=["attributes.start_time DESC"])
+    frame = mlflow.search_runs(list(experiments), order_by=["attributes.start_time DESC"])
     if frame.empty:
         return frame
+    frame = frame[frame["status"].isin(["FINISHED", "FAILED"])]
     frame["experiment"] = frame["experiment_id"].map(experiments)
     return frame
 
 
+# What makes two runs of a setting comparable. Not the learning rate or the width: a study may
+# choose them per model (a learning rate calibrated per model, a parameter-matched width).
 BUDGET_PARAMS = {"trainer/max_steps": "steps", "trainer/max_epochs": "epochs", "dataset/train_size": "train",
-                 "dataset/batch_size": "batch", "optim/lr": "lr", "model/hidden_size": "H", "test_weights": "test",
-                 "early_stopping/patience": "patience", "early_stopping/stopping_threshold": "stop_at"}
+                 "dataset/batch_size": "batch", "test_weights": "test", "early_stopping/patience": "patience",
+                 "early_stopping/stopping_threshold": "stop_at"}
 
 
 def budget(row) -> str:
-    """The run's training budget in one line, e.g. "epochs=25 train=6400 batch=64 lr=0.01 H=64"
-    (unset or unlimited values left out)."""
+    """The run's training budget in one line, e.g. "epochs=25 train=6400 batch=64" (unset or
+    unlimited values left out)."""
     parts = []
     for param, name in BUDGET_PARAMS.items():
         value = row.get(f"params.{param}")
@@ -144,10 +125,19 @@ def training_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
-    """The training runs tagged with `claim` that stand for each setting (module docstring), the
-    latest of each (setting, model, seed); adds `setting`, `length`, `score`, `study`, `budget`,
-    `solve_step` and `chance` columns. A setting is the data set and its length, and the width H
-    where the claim's runs use more than one."""
+    """The runs tagged with `claim` that stand for each setting (module docstring), one per
+    (setting, model, seed), with these columns added:
+
+        setting, kind      "adding T=100", "adding"; the data set is the kind of task
+        length, seed, model, study, scale, budget
+        deciding           the setting is one the run's preset named for this claim
+        failed             the run ended FAILED
+        score              the test score; the chance level for a failed run
+        metric, higher, chance
+        learned, solved    per run (grubench.levels); nothing for a failed run
+        solve_step         the first step at the solved level; the budget for a run that never got there
+        budget_steps       the optimiser steps the run was given
+    """
     runs = training_runs(frame)
     if runs.empty or "tags.claims" not in runs or "tags.dataset" not in runs:
         return pd.DataFrame()
@@ -155,27 +145,50 @@ def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
     runs = runs[tagged & runs["tags.dataset"].notna()].copy()
     if runs.empty:
         return pd.DataFrame()
+    runs["kind"] = runs["tags.dataset"]
+    runs["model"] = runs["tags.model"]
+    runs["seed"] = pd.to_numeric(column(runs, "tags.seed"), errors="coerce")
     runs["length"] = pd.to_numeric(column(runs, "params.dataset/seq_len").fillna(column(runs, "tags.task/seq_len")),
                                    errors="coerce")
     runs["setting"] = [setting_name(d, length, steps) for d, length, steps in zip(
         runs["tags.dataset"], runs["length"], column(runs, "params.dataset/steps"))]
-    widths = column(runs, "params.model/hidden_size")
-    if widths.nunique() > 1:  # a study over widths: each width is a setting of its own
-        runs["setting"] = runs["setting"] + " H=" + widths.astype(str)
-    runs["score"] = [float(row.get(f"metrics.test/{row.get('tags.task/metric')}", math.nan)) for _, row in runs.iterrows()]
-    runs["chance"] = pd.to_numeric(column(runs, "tags.task/chance"), errors="coerce")
     runs["study"] = column(runs, "tags.study").fillna("")
+    runs["scale"] = runs["study"].str.split("/").str[0].where(runs["study"].str.contains("/"), "")
+    decides = column(runs, f"tags.decides/{claim}").fillna("")
+    runs["deciding"] = [setting in named.split(";") for setting, named in zip(runs["setting"], decides)]
     runs["budget"] = [budget(row) for _, row in runs.iterrows()]
-    # an unsolved run counts as solved just after its last step (a lower bound on its solve step)
+    runs = newest_of_each(runs)
+    runs["failed"] = runs["status"] == "FAILED"
+    runs["metric"] = column(runs, "tags.task/metric").fillna("")
+    runs["higher"] = runs["metric"].map(higher_is_better)
+    runs["chance"] = pd.to_numeric(column(runs, "tags.task/chance"), errors="coerce")
+    scores = [float(row.get(f"metrics.test/{row['metric']}", math.nan)) for _, row in runs.iterrows()]
+    runs["score"] = [chance if failed else score for score, chance, failed in zip(scores, runs["chance"], runs["failed"])]
+    runs["learned"] = [not failed and levels.learned(score, chance, metric) for score, chance, metric, failed in
+                       zip(runs["score"], runs["chance"], runs["metric"], runs["failed"])]
+    reached = pd.to_numeric(column(runs, "metrics.solve/solved"), errors="coerce") == 1
+    runs["solved"] = reached & runs["learned"]
     trained = pd.to_numeric(column(runs, "metrics.train/steps"), errors="coerce")
-    runs["solve_step"] = pd.to_numeric(column(runs, "metrics.solve/step"), errors="coerce").fillna(trained + 1)
+    given = pd.to_numeric(column(runs, "metrics.train/budget_steps"), errors="coerce")
+    runs["budget_steps"] = given.fillna(given.groupby(runs["setting"]).transform("max")).fillna(
+        trained.groupby(runs["setting"]).transform("max"))
+    step = pd.to_numeric(column(runs, "metrics.solve/step"), errors="coerce")
+    runs["solve_step"] = step.where(runs["solved"], runs["budget_steps"])
+    return runs
+
+
+def newest_of_each(runs: pd.DataFrame) -> pd.DataFrame:
+    """One scale for the claim (its newest deciding run's, else its newest run's), one study and
+    budget per setting (its newest run's made by a preset, else its newest run's), the newest run
+    of each (setting, model, seed). Rows come newest first."""
+    preferred = runs[runs["deciding"]] if runs["deciding"].any() else runs
+    runs = runs[runs["scale"] == preferred["scale"].iloc[0]]
     keep = []
-    for _, group in runs.groupby("setting", sort=False):  # rows are newest first
+    for _, group in runs.groupby("setting", sort=False):
         preset = group[group["study"] != ""]
         first = (preset if len(preset) else group).iloc[0]
         keep.append(group[(group["study"] == first["study"]) & (group["budget"] == first["budget"])])
-    runs = pd.concat(keep)
-    return runs.drop_duplicates(["setting", "tags.model", "tags.seed"], keep="first")
+    return pd.concat(keep).drop_duplicates(["setting", "model", "seed"], keep="first")
 
 
 def setting_name(dataset: str, length, steps=None) -> str:
@@ -184,20 +197,6 @@ def setting_name(dataset: str, length, steps=None) -> str:
     if isinstance(steps, str):
         return f"{dataset} ({steps})"
     return dataset
-
-
-def summarise(runs: pd.DataFrame, column: str = "score") -> dict[tuple[str, str], Summary]:
-    """{(setting, model): Summary of `column` over seeds}."""
-    if runs.empty or column not in runs:
-        return {}
-    return {(setting, model): Summary.of(group[column])
-            for (setting, model), group in runs.groupby(["setting", "tags.model"])}
-
-
-def task_of(runs: pd.DataFrame, setting: str) -> tuple[str, str, float]:
-    """(data set, metric, chance level) of a setting's runs."""
-    part = runs[runs["setting"] == setting].iloc[0]
-    return part["tags.dataset"], part.get("tags.task/metric", ""), float(part.get("chance", math.nan))
 
 
 def load_curves(uri: str, runs: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:

@@ -25,7 +25,7 @@ def save(fig, path: Path) -> Path:
 
 def lines_per_model(ax, runs: pd.DataFrame, column: str) -> None:
     """One line per model: `column`'s mean over seeds against the length, 95% interval bars."""
-    for model, group in runs.groupby("tags.model"):
+    for model, group in runs.groupby("model"):
         points = sorted((length, Summary.of(g[column])) for length, g in group.groupby("length"))
         ax.errorbar([p[0] for p in points], [p[1].mean for p in points],
                     yerr=[0 if p[1].n < 2 else p[1].half_width for p in points], marker="o", capsize=3,
@@ -59,21 +59,54 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def gradient_decay(runs: pd.DataFrame, path: Path) -> Path | None:
-    """C2: log10(|dL/dh_1| / |dL/dh_T|) against sequence length per model, at initialisation
-    and after training."""
-    columns = [c for c in ("metrics.grad/decay_log10_init", "metrics.grad/decay_log10_trained") if c in runs]
-    if runs.empty or not columns:
+def memory_length(runs: pd.DataFrame, lengths: dict[str, float], path: Path) -> Path | None:
+    """C1: per model, the share of seeds that solved the adding problem at each length of the
+    ladder; the dashed line is the share a length must reach to count in the model's memory
+    length (given in the legend)."""
+    from grubench.report.verdicts import SOLVED_SHARE
+
+    adding = runs[runs["kind"] == "adding"] if not runs.empty else runs
+    if adding.empty:
         return None
-    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4), squeeze=False)
-    for ax, column in zip(axes[0], columns):
-        lines_per_model(ax, runs, column)
-        stage = "at initialisation" if column.endswith("_init") else "after training"
-        ax.set_title(f"gradient reaching step 1, {stage}")
-        ax.set_xlabel("sequence length T (time steps)")
-        ax.set_ylabel("log10(|dL/dh_1| / |dL/dh_T|)")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for model, group in adding.groupby("model"):
+        shares = group.groupby("length")["solved"].mean().sort_index()
+        ax.plot(shares.index, shares.values, marker="o",
+                label=f"{model}: memory length {int(lengths.get(model) or 0) or 'none'}")
+    ax.axhline(SOLVED_SHARE, color="grey", linestyle="--", linewidth=1, label="solved in 2/3 of the seeds")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("adding problem: share of seeds that solved it (MSE <= 0.01)")
+    ax.set_xlabel("sequence length T (time steps)")
+    ax.set_ylabel("seeds that solved it (share)")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def gradient_slopes(runs: pd.DataFrame, path: Path) -> Path | None:
+    """C2: each model's slope of log10 |dL/dx_t| over the distance, per setting, at
+    initialisation and after training (mean and 95% interval over seeds); below zero the
+    gradient vanishes, above it explodes."""
+    from grubench.report.verdicts import GRADIENT_STAGES
+
+    stages = {stage: column for stage, column in GRADIENT_STAGES.items() if column in runs}
+    if runs.empty or not stages:
+        return None
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4), squeeze=False)
+    for ax, (stage, column) in zip(axes[0], stages.items()):
+        settings = sorted(runs["setting"].unique())
+        models = sorted(runs["model"].unique())
+        width = 0.8 / len(models)
+        for i, model in enumerate(models):
+            summaries = [Summary.of(runs.loc[(runs["setting"] == s) & (runs["model"] == model), column])
+                         for s in settings]
+            ax.bar([j + i * width for j in range(len(settings))], [x.mean for x in summaries], width,
+                   yerr=[0 if x.n < 2 else x.half_width for x in summaries], capsize=3, label=model)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(settings))], settings)
         ax.axhline(0, color="grey", linewidth=0.8)
-        ax.legend()
+        ax.set_title(f"gradient slope, {'at initialisation' if stage == 'init' else 'after training'}")
+        ax.set_ylabel("slope of log10 |dL/dx_t| (per step of distance)")
+        ax.legend(fontsize=8)
     return save(fig, path)
 
 

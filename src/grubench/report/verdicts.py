@@ -1,44 +1,55 @@
 """The verdict rules: how recorded runs decide each claim of the document.
 
-Every rule compares two models setting by setting (`judge`) and ends each setting with one outcome:
+A claim is decided only on the settings its study's presets named before the study ran (tag
+`decides/<claim>`); the other settings of those runs are shown as context. On each deciding
+setting two models are compared seed by seed (`grubench.report.statistics`):
 
-    better / worse     the claim's model against its rival: Welch's 95% interval of the difference
-                       of the mean test scores over seeds excludes zero
-    tie                both models learned and the interval includes zero
-    inconclusive       the setting says nothing about the claim, for one of three reasons:
-      (undertrained)     neither model beat chance by the margin of `grubench.levels`: a budget
-                         too small to learn the task cannot tell the models apart
-      (at ceiling)       both reached the task's ceiling (adding MSE <= 0.01, copy accuracy
-                         >= 0.99) and learned equally fast: solve/step, the first step at the
-                         solved level, is compared first, and only a tie there is inconclusive
-      (too few seeds)    a model has fewer than MIN_SEEDS seeds, or one model learned and the
-                         other did not but the seeds scatter too much to separate them
+    tasks with a solved level (adding, copy), where a model solved in some seed:
+        the steps to solve, unsolved and failed runs censored at their budget: log-rank test;
+        as good when both solved in every seed within EQUIVALENT_STEPS of the budget (TOST)
+    otherwise: the paired test scores (a failed run scores chance): paired t-test (the exact
+        sign-flip test shown beside); as good when the paired difference lies within the task's
+        margin (TOST)
 
-Inconclusive settings count for nothing. Over the decisive ones (better, worse, tie):
+and the setting ends
+
+    better / worse    the difference is significant after Holm's correction over the claim's
+                      deciding settings (5%), in the claim model's favour or against it
+    tie               equivalent within the margin, significant after Holm's correction
+    inconclusive      for one of these reasons, and it counts for nothing:
+      (undertrained)       neither model learned in any seed (grubench.levels' margin over chance)
+      (short of the known level)  a real data set whose models stopped far below the level the
+                                  field reports (MNIST-1D: 91%); the row says how far
+      (too few seeds)      neither a difference nor an equivalence could be shown: more seeds,
+                           or a wider margin than the one declared, would be needed
+      (explodes)           C2: a model's gradient grows with the distance: it does not vanish,
+                           and an exploding model never counts as vanishing less
+
+Over a claim's decisive settings (better, worse, tie), which must come from at least
+MIN_KINDS kinds of task (data sets):
 
     share = settings the claim's model wins / decisive settings
     supported       share >= 2/3
     not supported   share <= 1/3
     mixed           otherwise
-    inconclusive    fewer than MIN_SETTINGS decisive settings; the verdict says why
+    inconclusive    fewer than MIN_SETTINGS decisive settings, or one kind of task only
 
-| claim | the claim's model wins a setting when ...                                         | runs read |
-|-------|------------------------------------------------------------------------------------|-----------|
-| C1    | LSTM's test score is better than the simple RNN's                                  | tagged C1 |
-| C2    | LSTM's gradient decay grad/decay_log10 is less negative than the RNN's, at          | tagged C2 |
-|       | initialisation and after training (each stage of each setting counts once; the     |           |
-|       | trained stage is inconclusive where neither model learned the task)               |           |
-| C3    | LSTM has more recurrent parameters than the RNN and its step takes longer           | tagged C3 |
-| C4    | (a) removing the forget gate costs more than removing the input and the output gate | tagged C4 |
-|       | (`forget_gate_outcome`: better or tied against one of them decides against)         |           |
-|       | (b) JANET's score is better than the LSTM's; C4 is supported when (a) and (b) are, |           |
-|       | not supported when neither is, inconclusive when either is, mixed otherwise         |           |
-| C5    | the GRU is not worse than the LSTM (better or tied), with fewer parameters and a   | tagged C5 |
-|       | step no slower: all three supported -> supported                                   |           |
+| claim | the claim's model wins a setting when ...                                        |
+|-------|-----------------------------------------------------------------------------------|
+| C1    | the LSTM beats the simple RNN (the report also gives each model's memory length:   |
+|       | the longest delay it solved in at least two thirds of the seeds)                  |
+| C2    | the LSTM's gradient vanishes less than the RNN's: its slope of log10 |dL/dx_t|     |
+|       | over the distance is higher, at initialisation and after training, and it does    |
+|       | not explode                                                                       |
+| C3    | the LSTM has more recurrent parameters and multiply-adds per step than the RNN     |
+|       | (exact counts); the measured step time is shown beside                            |
+| C4    | (a) removing the forget gate costs more than removing the input and the output     |
+|       | gate (each ablation a cell loop, as the full `lstm_eq`); (b) JANET beats the LSTM  |
+|       | of the same implementation and the same chrono initialisation (`lstm_eq_chrono`); |
+|       | supported when (a) and (b) are                                                    |
+| C5    | the GRU is as good as the LSTM (better or tied) and has fewer parameters and        |
+|       | multiply-adds per step; both -> supported. Measured time is shown beside           |
 
-C4 and C5 compare with `lstm`, the standard LSTM; other models in the same study (an LSTM with
-forget-gate bias 1, minimal GRU/LSTM) are shown beside it in the tables but decide nothing.
-Step time and parameter counts (C3, C5) need no learning, so only the seed rule applies to them.
 C6 and C7 are properties of the code, checked by tests and scripts/doc_example.py.
 """
 
@@ -48,64 +59,60 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from grubench import levels
-from grubench.report.evidence import (
-    Summary,
-    claim_runs,
-    compare,
-    summarise,
-    task_of,
-)
-from grubench.spec import higher_is_better
+from grubench.report.evidence import Summary, claim_runs
+from grubench.report.literature import CODE_EVIDENCE, literature
+from grubench.report.statistics import holm, paired, times_to_solve
 
-MIN_SEEDS = 2
 MIN_SETTINGS = 2
+MIN_KINDS = 2
 SUPPORTED, NOT_SUPPORTED, MIXED, INCONCLUSIVE = "supported", "not supported", "mixed", "inconclusive"
 BETTER, WORSE, TIE = "better", "worse", "tie"
 DECISIVE = (BETTER, WORSE, TIE)
 UNDERTRAINED = "inconclusive (undertrained)"
-AT_CEILING = "inconclusive (at ceiling)"
 TOO_FEW_SEEDS = "inconclusive (too few seeds)"
+SOLVED_SHARE = 2 / 3  # C1's memory length: solved in at least this share of the seeds
 
-PUBLISHED = {
-    "C1": "Sequential MNIST (Cooijmans et al. 2017, Table 1): tanh RNN 35.0% vs LSTM 98.9%. Chung et al. 2014, "
-          "JSB Chorales test NLL/step: tanh RNN 9.19, GRU 8.54, LSTM 8.67. MNIST-1D: GRU 91% test accuracy.",
-    "C2": "Hochreiter & Schmidhuber 1997: the constant error carousel keeps gradients from vanishing; "
-          "Bengio et al. 1994: a tanh RNN's gradient decays exponentially with the distance in time.",
-    "C3": "Parameters for input 100, 64 units (Keras): LSTM 42,240 vs SimpleRNN 10,560 (4x). DeepBench (V100, "
-          "hidden 2048): time per step RNN : LSTM about 1 : 2.",
-    "C4": "JANET: MNIST 99.0% vs LSTM 98.5%, pMNIST 92.5% vs 91.0% (van der Westhuizen & Lasenby 2018); "
-          "Greff et al. 2017: the forget gate and output activation are the LSTM's most critical parts.",
-    "C5": "Chung et al. 2014: GRU 8.54 vs LSTM 8.67 NLL on JSB. cuDNN: GRU takes 0.66-0.83 of the LSTM's "
-          "training time at hidden 512-1024, about the same at 128. Parameters: GRU 31,872 vs LSTM 42,496 "
-          "(PyTorch, 100 -> 64).",
-    "C6": "The document's equations (Chung et al. 2014 GRU).",
-    "C7": "The document's Keras example: [2, 80, 100] -> [2, 64].",
+# Each outcome in the claim's own words: (better, worse, tie) for the claim's model.
+WORDS = {
+    "C1": ("LSTM better", "RNN better", "as good"),
+    "C2": ("LSTM's gradient vanishes less", "RNN's gradient vanishes less", "vanish alike"),
+    "C4a": ("removing the forget gate costs more", "removing the other gate costs more", "cost alike"),
+    "C4b": ("JANET better", "LSTM better", "as good"),
+    "C5": ("GRU better", "GRU worse", "GRU as good"),
 }
 
-# The verdict each claim gets from the published results, and how the papers' protocols differ
-# from a small study (the likely reasons where ours differs).
-EXPECTED = {"C1": SUPPORTED, "C2": SUPPORTED, "C3": SUPPORTED, "C4": SUPPORTED, "C5": SUPPORTED}
-PROTOCOL = {
-    "C1": "the papers train 100-128 units for tens of thousands of steps on real sequences of 784 steps",
-    "C2": "the papers reason about gradients over hundreds of steps; the LSTM here starts with PyTorch's "
-          "forget-gate bias around 0, so its cell passes about half the gradient per step at initialisation "
-          "(Jozefowicz et al. 2015 set that bias to 1)",
-    "C3": "the published times are cuDNN kernels at hidden 512-2048 on a GPU; small CPU models are dominated "
-          "by per-step overheads",
-    "C4": "JANET was trained on (permuted) MNIST for 100s of epochs with chrono initialisation; Greff et al. "
-          "ran 5,400 trials on speech, handwriting and music",
-    "C5": "Chung et al. sized every model to about 20k parameters and trained to convergence on music; the "
-          "cuDNN speed figures are for GPU kernels, and on a CPU torch's fused GRU step is not cheaper than its "
-          "LSTM step (docs/models.md measures both)",
-}
 
-CODE_EVIDENCE = {
-    "C6": "tests/test_cells.py (gate semantics of the document's GRUCell)",
-    "C7": "scripts/doc_example.py and tests/test_cells.py (hand-unrolled cell equals the layer; 2-layer stack -> [2, 64])",
-}
+@dataclass
+class Comparison:
+    """Model a against model b on one setting; `outcome` is set by `decide`."""
+
+    claim: str
+    setting: str
+    kind: str
+    a: str
+    b: str
+    deciding: bool
+    cells: dict[str, str]        # per model: score, learned/solved k of n, failures, missing seeds
+    test: str                    # the test that decides it
+    effect: str                  # the effect, with its interval or counts
+    p: float = math.nan          # of a difference
+    p_equivalent: float = 1.0    # of an equivalence within the margin
+    direction: int = 0           # +1: a did better, -1: b did
+    blocked: str = ""            # why it cannot decide
+    study: str = ""
+    label: str = ""              # what is compared, when a claim compares more than one pair
+    outcome: str = ""
+
+    def row(self) -> dict:
+        words = WORDS.get(self.claim)
+        said = dict(zip(DECISIVE, words)).get(self.outcome, self.outcome) if words else self.outcome
+        return {"setting": self.setting + (f": {self.label}" if self.label else ""), "deciding": self.deciding,
+                **self.cells, "effect": self.effect, "test": self.test, "outcome": self.outcome, "said": said,
+                "study": self.study}
 
 
 @dataclass
@@ -113,55 +120,174 @@ class Verdict:
     claim: str
     verdict: str
     evidence: str
-    rows: list[dict] = field(default_factory=list)  # per-setting numbers for the report's tables
-    decisive: list[str] = field(default_factory=list)  # the settings the verdict rests on
-    studies: list[str] = field(default_factory=list)  # "study (budget)" of the runs read
-    literature: str = ""  # how the verdict stands against the published result
+    comparisons: list[Comparison] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)  # "study [budget]" of the runs read
+    literature: str = ""
+    extra: list[str] = field(default_factory=list)    # lines the report shows under the verdict
 
-    def __post_init__(self):
-        if not self.literature and self.claim in EXPECTED:
-            self.literature = literature(self)
+    @property
+    def rows(self) -> list[dict]:
+        return [c.row() for c in self.comparisons]
 
-
-def judge(a: Summary, b: Summary, higher: bool, dataset: str = "", metric: str = "", chance: float = math.nan,
-          steps_a: Summary | None = None, steps_b: Summary | None = None, needs_learning: bool = True) -> str:
-    """The outcome for model a against model b on one setting (module docstring). `a`, `b`: the
-    compared metric over seeds; `dataset`, `metric`, `chance`: the task, for the learning and
-    ceiling rules (which look at the means of the test scores in `a` and `b`, or, with
-    `needs_learning=False`, are skipped); `steps_a`, `steps_b`: solve/step over seeds."""
-    if a.n < MIN_SEEDS or b.n < MIN_SEEDS:
-        return TOO_FEW_SEEDS
-    if not needs_learning:
-        return compare(a, b, higher)
-    learned_a, learned_b = (levels.learned(s.mean, chance, metric) for s in (a, b))
-    if not learned_a and not learned_b:
-        return UNDERTRAINED
-    if levels.at_ceiling(a.mean, dataset, metric) and levels.at_ceiling(b.mean, dataset, metric):
-        speed = compare(steps_a, steps_b, False) if steps_a and steps_b else "unknown"
-        return speed if speed in (BETTER, WORSE) else AT_CEILING
-    outcome = compare(a, b, higher)
-    if outcome == TIE and not (learned_a and learned_b):
-        return TOO_FEW_SEEDS
-    return outcome
+    @property
+    def decisive(self) -> list[str]:
+        """The deciding settings that decided, with their outcome and effect."""
+        return [f"{c.setting}{f' {c.label}' if c.label else ''}: {c.row()['said']} ({c.effect})"
+                for c in self.comparisons if c.deciding and c.outcome in DECISIVE]
 
 
-# The outcomes that count for a claim: C3's LSTM "wins" where it is slower (worse step time);
-# C5's GRU where it is not worse (better or tied); every other claim's model where it is better.
-WINS = {"C3": (WORSE,), "C5": (BETTER, TIE)}
+def seeds_of(part: pd.DataFrame, model: str, column: str = "score") -> dict:
+    rows = part[part["model"] == model]
+    return {seed: float(v) for seed, v in zip(rows["seed"], rows[column]) if not pd.isna(v)}
 
 
-def share_rule(outcomes: list[str], wins=(BETTER,)) -> tuple[str, str]:
-    """The verdict from per-setting outcomes, and a one-line count that says why."""
-    decisive = [o for o in outcomes if o in DECISIVE]
-    skipped = Counter(o.removeprefix("inconclusive (").rstrip(")") for o in outcomes if o not in DECISIVE)
-    why = ", ".join(f"{n} {reason}" for reason, n in skipped.items())
-    if len(decisive) < MIN_SETTINGS:
-        return INCONCLUSIVE, (f"{len(decisive)} decisive settings ({MIN_SETTINGS} needed; "
-                              + (f"inconclusive: {why})" if why else "no setting has runs of both models)"))
-    won = sum(o in wins for o in decisive)
+def cell(part: pd.DataFrame, model: str, planned: set) -> str:
+    """A model's numbers on a setting: score over seeds, learned and solved k of n, failures,
+    the planned seeds it lacks."""
+    rows = part[part["model"] == model]
+    n = len(rows)
+    text = f"{Summary.of(rows['score'])}; learned {int(rows['learned'].sum())}/{n}"
+    if levels.ceiling(rows["kind"].iloc[0], rows["metric"].iloc[0]) is not None:
+        solved = rows[rows["solved"]]
+        text += f", solved {len(solved)}/{n}" + (f" (median step {int(solved['solve_step'].median())})"
+                                                 if len(solved) else "")
+    if rows["failed"].any():
+        text += f"; {int(rows['failed'].sum())} failed"
+    missing = sorted(planned - set(rows["seed"]))
+    if missing:
+        text += f"; seeds missing: {', '.join(str(int(s)) for s in missing)}"
+    return text
+
+
+def study_label(part: pd.DataFrame) -> str:
+    first = part.iloc[0]
+    return f"{first['study'] or '(no preset)'} [{first['budget']}]"
+
+
+def compare(runs: pd.DataFrame, claim: str, setting: str, a: str, b: str, label: str = "") -> Comparison | None:
+    """Model a against b on `setting` by the task's own measure (module docstring); None when
+    either model has no runs there."""
+    part = runs[runs["setting"] == setting]
+    if not ((part["model"] == a).any() and (part["model"] == b).any()):
+        return None
+    first = part.iloc[0]
+    kind, metric, higher = first["kind"], first["metric"], bool(first["higher"])
+    planned = set(part["seed"])
+    both = part[part["model"].isin([a, b])]
+    result = Comparison(claim, setting, kind, a, b, bool(part["deciding"].any()),
+                        {m: cell(part, m, planned) for m in order_models(part["model"].unique())}, "", "",
+                        study=study_label(part), label=label)
+    if not both["learned"].any():
+        result.blocked = "undertrained"
+    else:
+        best = max(Summary.of(both.loc[both["model"] == m, "score"]).mean for m in (a, b)) if higher else math.nan
+        short = levels.short_of_known(kind, metric, best)
+        if short:
+            result.blocked = f"short of the known level: {short}"
+    if levels.ceiling(kind, metric) is not None and both["solved"].any():
+        survival = times_to_solve(*[list(zip(both.loc[both["model"] == m, "solve_step"],
+                                             both.loc[both["model"] == m, "solved"])) for m in (a, b)])
+        if survival is None:
+            return result
+        result.test = "log-rank on the steps to solve (unsolved runs censored at their budget)"
+        result.p, result.direction = survival.p_differ, {"a": 1, "b": -1}.get(survival.sooner, 0)
+        medians = " vs ".join("-" if math.isnan(m) else f"{m:.0f}" for m in (survival.median_a, survival.median_b))
+        result.effect = (f"solved {survival.solved_a}/{survival.n_a} vs {survival.solved_b}/{survival.n_b}, "
+                         f"median step {medians}, p = {survival.p_differ:.2g}")
+        if both.groupby("model")["solved"].all().all():
+            budget = float(both["budget_steps"].max())
+            steps = paired(seeds_of(part, a, "solve_step"), seeds_of(part, b, "solve_step"), False,
+                           levels.EQUIVALENT_STEPS * budget)
+            result.p_equivalent = steps.p_equivalent if steps else 1.0
+        return result
+    scores = paired(seeds_of(part, a), seeds_of(part, b), higher, levels.EQUIVALENT.get(metric, 0.0))
+    result.test = "paired t on the scores; TOST against the margin"
+    if scores is None:
+        result.blocked = result.blocked or "too few seeds"
+        return result
+    result.p, result.p_equivalent = scores.p_differ, scores.p_equivalent
+    result.direction = int(np.sign(scores.mean))
+    result.effect = paired_effect(scores, a, metric)
+    return result
+
+
+def paired_effect(scores, a: str, unit: str) -> str:
+    """"lstm +0.142 [+0.140, +0.144] mse, better in 6/6 seeds, p = 0.031" (positive favours a)."""
+    return (f"{a} {scores.mean:+.3g} [{scores.low:+.3g}, {scores.high:+.3g}] {unit} (margin {scores.margin:.3g}), "
+            f"better in {scores.wins}/{scores.n} seeds, paired t p = {scores.p_differ:.2g} (sign-flip "
+            f"{scores.p_sign_flip:.2g})")
+
+
+def compare_quantity(runs: pd.DataFrame, claim: str, setting: str, a: str, b: str, column: str, higher: bool,
+                     margin: float, label: str, needs_learning: bool = False) -> Comparison | None:
+    """Model a against b on `setting` by a recorded quantity other than the score (a step time, a
+    gradient slope), paired by seed; None when either model lacks it there."""
+    part = runs[runs["setting"] == setting]
+    if column not in part or not (part.loc[part["model"] == a, column].notna().any()
+                                  and part.loc[part["model"] == b, column].notna().any()):
+        return None
+    planned = set(part["seed"])
+    values = {m: seeds_of(part, m, column) for m in (a, b)}
+    cells = {m: f"{Summary.of(values[m].values())}; learned {int(part.loc[part['model'] == m, 'learned'].sum())}/"
+                f"{int((part['model'] == m).sum())}" for m in (a, b)}
+    result = Comparison(claim, setting, part["kind"].iloc[0], a, b, bool(part["deciding"].any()), cells,
+                        "paired t on the values; TOST against the margin", "", study=study_label(part),
+                        label=label)
+    for m in (a, b):
+        missing = sorted(planned - set(values[m]))
+        if missing:
+            result.cells[m] += f"; seeds missing: {', '.join(str(int(s)) for s in missing)}"
+    if needs_learning and not part.loc[part["model"].isin([a, b]), "learned"].any():
+        result.blocked = "undertrained"
+    scores = paired(values[a], values[b], higher, margin)
+    if scores is None:
+        result.blocked = result.blocked or "too few seeds"
+        return result
+    result.p, result.p_equivalent, result.direction = scores.p_differ, scores.p_equivalent, int(np.sign(scores.mean))
+    result.effect = paired_effect(scores, a, label)
+    return result
+
+
+def decide(comparisons: list[Comparison]) -> None:
+    """Set every comparison's outcome: Holm's correction over the deciding, unblocked ones (for
+    differences, and for equivalences); context comparisons are judged on their own."""
+    family = [c for c in comparisons if c.deciding and not c.blocked and not math.isnan(c.p)]
+    differ, same = holm([c.p for c in family]), holm([c.p_equivalent for c in family])
+    judged = {id(c): (d, s) for c, d, s in zip(family, differ, same)}
+    for c in comparisons:
+        if c.blocked:
+            c.outcome = f"inconclusive ({c.blocked})"
+            continue
+        if math.isnan(c.p):
+            c.outcome = TOO_FEW_SEEDS
+            continue
+        differs, same_within = judged.get(id(c), (c.p <= 0.05, c.p_equivalent <= 0.05))
+        if differs and c.direction:
+            c.outcome = BETTER if c.direction > 0 else WORSE
+        elif same_within:
+            c.outcome = TIE
+        else:
+            c.outcome = TOO_FEW_SEEDS
+
+
+def share_rule(comparisons: list[Comparison], wins=(BETTER,)) -> tuple[str, str]:
+    """The verdict from the deciding comparisons' outcomes, and a count that says why."""
+    deciding = [c for c in comparisons if c.deciding]
+    decisive = [c for c in deciding if c.outcome in DECISIVE]
+    undecided = Counter(c.outcome.removeprefix("inconclusive (").rstrip(")") for c in deciding
+                        if c.outcome not in DECISIVE)
+    why = ", ".join(f"{n} {reason}" for reason, n in undecided.items())
+    kinds = sorted({c.kind for c in decisive})
+    if not deciding:
+        return INCONCLUSIVE, "no deciding setting: the runs' presets name none for this claim"
+    if len(decisive) < MIN_SETTINGS or len(kinds) < MIN_KINDS:
+        return INCONCLUSIVE, (f"{len(decisive)} decisive settings from {len(kinds)} kind(s) of task ({MIN_SETTINGS} "
+                              f"from {MIN_KINDS} kinds needed)" + (f"; inconclusive: {why}" if why else ""))
+    won = sum(c.outcome in wins for c in decisive)
     share = won / len(decisive)
     verdict = SUPPORTED if share >= 2 / 3 else NOT_SUPPORTED if share <= 1 / 3 else MIXED
-    return verdict, f"{won} of {len(decisive)} decisive settings" + (f" ({why} inconclusive)" if why else "")
+    return verdict, (f"{won} of {len(decisive)} decisive settings ({', '.join(kinds)})"
+                     + (f"; inconclusive: {why}" if why else ""))
 
 
 def combine(parts: list[str]) -> str:
@@ -175,71 +301,8 @@ def combine(parts: list[str]) -> str:
     return MIXED
 
 
-def model_cells(runs: pd.DataFrame, setting: str) -> dict[str, str]:
-    """{model: "score mean ± interval (n); solved k/n, median step s"} for every model of a setting."""
-    part = runs[runs["setting"] == setting]
-    cells = {}
-    for model, group in part.groupby("tags.model"):
-        text = str(Summary.of(group["score"]))
-        if "metrics.solve/solved" in group and group["metrics.solve/solved"].notna().any():
-            # a run at chance has not solved anything, whatever its relative level says
-            learned = pd.Series([levels.learned(score, chance, metric) for score, chance, metric in
-                                 zip(group["score"], group["chance"], group["tags.task/metric"])], index=group.index)
-            solved = group[(group["metrics.solve/solved"] == 1) & learned]
-            text += f"; solved {len(solved)}/{len(group)}"
-            if len(solved):
-                text += f" by step {int(solved['metrics.solve/step'].median())}"
-        cells[model] = text
-    return cells
-
-
 def order_models(models, first=("rnn", "gru", "lstm")) -> list[str]:
     return [m for m in first if m in models] + sorted(m for m in models if m not in first)
-
-
-def pairwise(runs: pd.DataFrame, model: str, rival: str, column: str = "score", higher: bool | None = None,
-             needs_learning: bool = True) -> list[dict]:
-    """Per setting: every model's numbers and the outcome for `model` against `rival`."""
-    if runs.empty or column not in runs:
-        return []
-    summaries = summarise(runs, column)
-    scores = summarise(runs, "score")
-    steps = summarise(runs, "solve_step")
-    rows = []
-    for setting in sorted({s for s, _ in summaries}, key=setting_order):
-        a, b = summaries.get((setting, model)), summaries.get((setting, rival))
-        if a is None or b is None:
-            continue
-        dataset, metric, chance = task_of(runs, setting)
-        up = higher_is_better(metric) if higher is None else higher
-        if column == "score":
-            outcome = judge(a, b, up, dataset, metric, chance, steps.get((setting, model)), steps.get((setting, rival)),
-                            needs_learning)
-        elif needs_learning:  # another metric, valid only where a model learned the task
-            learned = judge(scores[(setting, model)], scores[(setting, rival)], True, dataset, metric, chance)
-            outcome = learned if learned == UNDERTRAINED else judge(a, b, up, needs_learning=False)
-        else:
-            outcome = judge(a, b, up, needs_learning=False)
-        if outcome == "unknown":
-            outcome = TOO_FEW_SEEDS
-        cells = model_cells(runs, setting) if column == "score" else {
-            m: str(summaries[(setting, m)]) for m in order_models({m for s, m in summaries if s == setting})}
-        rows.append({"setting": setting, "study": study_label(runs, setting),
-                     **{m: cells[m] for m in order_models(cells)}, "outcome": outcome})
-    return rows
-
-
-def study_label(runs: pd.DataFrame, setting: str) -> str:
-    part = runs[runs["setting"] == setting].iloc[0]
-    return f"{part['study'] or '(no preset)'} [{part['budget']}]"
-
-
-def studies(rows: list[dict]) -> list[str]:
-    return list(dict.fromkeys(r["study"] for r in rows if "study" in r))
-
-
-def decisive_settings(rows: list[dict]) -> list[str]:
-    return [f"{r['setting']}: {r['outcome']}" for r in rows if r["outcome"] in DECISIVE]
 
 
 def setting_order(setting: str):
@@ -248,131 +311,187 @@ def setting_order(setting: str):
     return (setting.split()[0], *numbers)
 
 
-def verdict_of(claim: str, verdict: str, evidence: str, rows: list[dict]) -> Verdict:
-    return Verdict(claim, verdict, evidence, rows, decisive_settings(rows), studies(rows))
+def settings_of(runs: pd.DataFrame) -> list[str]:
+    return sorted(runs["setting"].unique(), key=setting_order) if not runs.empty else []
+
+
+def pairs(runs: pd.DataFrame, claim: str, a: str, b: str, label: str = "") -> list[Comparison]:
+    return [c for s in settings_of(runs) if (c := compare(runs, claim, s, a, b, label)) is not None]
+
+
+def studies(comparisons: list[Comparison]) -> list[str]:
+    return list(dict.fromkeys(c.study for c in comparisons if c.study))
+
+
+def cost(runs: pd.DataFrame) -> str:
+    """What the claim's runs cost: their number and CPU-seconds (wall time x torch threads)."""
+    if runs.empty or "end_time" not in runs:
+        return "no runs"
+    seconds = (pd.to_datetime(runs["end_time"]) - pd.to_datetime(runs["start_time"])).dt.total_seconds()
+    threads = pd.to_numeric(runs.get("params.threads"), errors="coerce").fillna(1) if "params.threads" in runs else 1
+    return f"{len(runs)} runs, {float((seconds * threads).sum()):,.0f} CPU-seconds (wall time x threads)"
+
+
+def verdict_of(claim: str, verdict: str, evidence: str, comparisons: list[Comparison], runs: pd.DataFrame,
+               wins=(BETTER,), extra: list[str] = ()) -> Verdict:
+    read = studies(comparisons)
+    return Verdict(claim, verdict, evidence, comparisons, read,
+                   literature(claim, verdict, [c.row() for c in comparisons], read, wins),
+                   [*extra, f"Cost: {cost(runs)}"])
+
+
+def memory_lengths(runs: pd.DataFrame) -> dict[str, float]:
+    """C1: per model, the longest adding length it solved in at least SOLVED_SHARE of its seeds
+    (0: none of the lengths run)."""
+    if runs.empty:
+        return {}
+    adding = runs[runs["kind"] == "adding"]
+    lengths = {}
+    for model, group in adding.groupby("model"):
+        shares = group.groupby("length")["solved"].mean()
+        solved = shares[shares >= SOLVED_SHARE - 1e-9]
+        lengths[model] = float(solved.index.max()) if len(solved) else 0.0
+    return lengths
 
 
 def c1(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C1")
-    rows = pairwise(runs, "lstm", "rnn")
-    verdict, count = share_rule([r["outcome"] for r in rows])
-    return verdict_of("C1", verdict, f"LSTM better than the RNN on {count}", rows)
+    comparisons = pairs(runs, "C1", "lstm", "rnn")
+    decide(comparisons)
+    verdict, count = share_rule(comparisons)
+    memory = memory_lengths(runs)
+    extra = [("Memory length, the longest adding length solved in at least two thirds of the seeds: "
+              + ", ".join(f"{m} {int(t) if t else 'none'}" for m, t in sorted(memory.items(), key=lambda x: x[1])))
+             ] if memory else []
+    return verdict_of("C1", verdict, f"LSTM better than the RNN on {count}", comparisons, runs, extra=extra)
+
+
+# C2's quantity: the slope of log10 |dL/dx_t| over the distance (log10 per step), at initialisation
+# and at the study's fixed training step (grubench.gradflow); higher is less vanishing.
+GRADIENT_STAGES = {"init": "metrics.grad/x_slope_init", "trained": "metrics.grad/x_slope_trained"}
 
 
 def c2(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C2")
-    rows = []
-    for stage, column in (("init", "metrics.grad/decay_log10_init"), ("trained", "metrics.grad/decay_log10_trained")):
-        for row in pairwise(runs, "lstm", "rnn", column, higher=True, needs_learning=stage == "trained"):
-            rows.append({**row, "setting": f"{row['setting']} ({stage})"})
-    verdict, count = share_rule([r["outcome"] for r in rows])
-    return verdict_of("C2", verdict, "log10(‖dL/dh_1‖ / ‖dL/dh_T‖), higher is less vanishing: LSTM higher than "
-                      f"the RNN on {count}", rows)
+    comparisons = []
+    for setting in settings_of(runs):
+        for stage, column in GRADIENT_STAGES.items():
+            c = compare_quantity(runs, "C2", setting, "lstm", "rnn", column, True, levels.EQUIVALENT_SLOPE,
+                                 f"{stage} x-slope", needs_learning=stage == "trained")
+            if c is None:
+                continue
+            part = runs[(runs["setting"] == setting) & runs["model"].isin(["lstm", "rnn"])]
+            exploding = [m for m, g in part.groupby("model") if g[column].median() > levels.EQUIVALENT_SLOPE]
+            if exploding:
+                c.blocked = f"{' and '.join(exploding)} explodes"
+            comparisons.append(c)
+    decide(comparisons)
+    verdict, count = share_rule(comparisons)
+    return verdict_of("C2", verdict, "slope of log10 |dL/dx_t| over the distance (log10 per step), higher is "
+                      f"less vanishing, exploding never counts: LSTM higher than the RNN on {count}", comparisons, runs)
 
 
-def ratio_text(ratio: float) -> str:
-    return "not recorded" if math.isnan(ratio) else f"{ratio:.2f}"
+def counts(runs: pd.DataFrame, model: str, rival: str) -> tuple[float, float]:
+    """(recurrent parameters, multiply-adds per step) of model / rival: exact counts each run
+    records (grubench.models.counting); NaN where not recorded."""
+    ratios = []
+    for column in ("metrics.params/recurrent", "metrics.flops/step"):
+        per_model = runs.groupby("model")[column].median() if column in runs else pd.Series(dtype=float)
+        ratios.append(per_model.get(model, math.nan) / per_model.get(rival, math.nan) if len(per_model) else math.nan)
+    return ratios[0], ratios[1]
 
 
-def cost_rows(runs: pd.DataFrame, model: str, rival: str) -> tuple[list[dict], float]:
-    """Step-time comparisons (lower is better) and the ratio of recurrent parameters."""
-    if runs.empty or "metrics.speed/step_ms" not in runs:
-        return [], math.nan
-    rows = pairwise(runs, model, rival, "metrics.speed/step_ms", higher=False, needs_learning=False)
-    params = runs.groupby("tags.model")["metrics.params/recurrent"].median() \
-        if "metrics.params/recurrent" in runs else pd.Series(dtype=float)
-    ratio = params.get(model, math.nan) / params.get(rival, math.nan) if len(params) else math.nan
-    return rows, ratio
+def cheaper_verdict(ratios: tuple[float, float], more: bool) -> str:
+    """SUPPORTED when both ratios are above 1 (`more`) or below 1, NOT_SUPPORTED otherwise,
+    INCONCLUSIVE when not recorded."""
+    if any(math.isnan(r) for r in ratios):
+        return INCONCLUSIVE
+    return SUPPORTED if all((r > 1) if more else (r < 1) for r in ratios) else NOT_SUPPORTED
+
+
+def ratios_text(ratios: tuple[float, float], model: str, rival: str) -> str:
+    return (f"{model}/{rival} recurrent parameters {ratios[0]:.2f}, multiply-adds per step {ratios[1]:.2f}"
+            if not any(math.isnan(r) for r in ratios) else f"{model}/{rival} counts not recorded")
+
+
+def step_times(runs: pd.DataFrame, claim: str, model: str, rival: str) -> list[Comparison]:
+    """Context: measured training-step time (median ms) of model against rival, paired by seed."""
+    found = [compare_quantity(runs, claim, s, model, rival, "metrics.speed/step_ms", False, levels.EQUIVALENT_TIME,
+                              "step ms") for s in settings_of(runs)]
+    for c in (c for c in found if c is not None):
+        c.deciding = False
+    return [c for c in found if c is not None]
 
 
 def c3(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C3")
-    rows, ratio = cost_rows(runs, "lstm", "rnn")
-    verdict, count = share_rule([r["outcome"] for r in rows], wins=WINS["C3"])
-    if verdict != INCONCLUSIVE and not ratio > 1:
-        verdict = NOT_SUPPORTED
-    return verdict_of("C3", verdict, f"LSTM/RNN recurrent parameters = {ratio_text(ratio)}; LSTM training step "
-                      f"(median ms) slower than the RNN's on {count}", rows)
+    ratios = counts(runs, "lstm", "rnn") if not runs.empty else (math.nan, math.nan)
+    times = step_times(runs, "C3", "lstm", "rnn") if not runs.empty else []
+    decide(times)
+    verdict = cheaper_verdict(ratios, more=True)
+    return verdict_of("C3", verdict, f"{ratios_text(ratios, 'LSTM', 'RNN')} (exact counts decide; measured step "
+                      "time beside)", times, runs, wins=(WORSE,))
 
 
 def forget_gate_outcome(vs_input: str, vs_output: str) -> str:
     """C4 (a) on one setting, "did removing the forget gate cost the most?", from the LSTM without
-    its forget gate against the LSTM without its input gate and against the LSTM without its
-    output gate:
+    its forget gate against the one without its input gate and the one without its output gate:
 
         better        worse than both: removing the forget gate cost the most
         worse         better than one of them: removing that other gate cost more
-        tie           tied with one of them, better than neither
-        inconclusive  otherwise: worse than one, and the other comparison inconclusive
+        tie           tied with one of them, worse than or tied with the other
+        inconclusive  otherwise (the first inconclusive reason)
     """
     pair = (vs_input, vs_output)
     if pair == (WORSE, WORSE):
         return BETTER
     if BETTER in pair:
         return WORSE
-    if TIE in pair:
+    if TIE in pair and all(o in (TIE, WORSE) for o in pair):
         return TIE
     return next(o for o in pair if o not in DECISIVE)
 
 
 def c4(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C4")
-    forget_rows = []
-    vs_input = {r["setting"]: r["outcome"] for r in pairwise(runs, "lstm_nfg", "lstm_nig")}
-    vs_output = {r["setting"]: r["outcome"] for r in pairwise(runs, "lstm_nfg", "lstm_nog")}
+    vs_input = {c.setting: c for c in pairs(runs, "C4", "lstm_nfg", "lstm_nig", "without forget vs without input")}
+    vs_output = {c.setting: c for c in pairs(runs, "C4", "lstm_nfg", "lstm_nog", "without forget vs without output")}
+    janet = pairs(runs, "C4", "janet", "lstm_eq_chrono", "(b) JANET vs the LSTM of the same chrono init")
+    context = [c for ablation in ("lstm_nfg", "lstm_nig", "lstm_nog")
+               for c in pairs(runs, "C4", ablation, "lstm_eq", f"{ablation} vs the full LSTM (lstm_eq)")]
+    context += pairs(runs, "C4", "janet", "lstm", "JANET vs torch's LSTM")
+    for c in context:
+        c.deciding = False
+    decide([*vs_input.values(), *vs_output.values(), *janet, *context])
+    forget = []
     for setting in sorted(set(vs_input) & set(vs_output), key=setting_order):
-        outcome = forget_gate_outcome(vs_input[setting], vs_output[setting])
-        cells = model_cells(runs, setting)
-        forget_rows.append({"setting": f"{setting}: (a) forget gate matters most", "study": study_label(runs, setting),
-                            **{m: cells[m] for m in order_models(cells, ("lstm", "lstm_nfg", "lstm_nig", "lstm_nog"))},
-                            "outcome": outcome})
-    forget_verdict, forget_count = share_rule([r["outcome"] for r in forget_rows])
-    janet_rows = [{**r, "setting": f"{r['setting']}: (b) janet beats lstm"} for r in pairwise(runs, "janet", "lstm")]
-    janet_verdict, janet_count = share_rule([r["outcome"] for r in janet_rows])
-    evidence = (f"(a) without the forget gate the LSTM is worse than without the input and the output gate on "
-                f"{forget_count}: {forget_verdict}; (b) JANET better than the LSTM on {janet_count}: {janet_verdict}")
-    return verdict_of("C4", combine([forget_verdict, janet_verdict]), evidence, forget_rows + janet_rows)
+        first, second = vs_input[setting], vs_output[setting]
+        combined = Comparison("C4a", setting, first.kind, "lstm_nfg", "lstm_nig, lstm_nog", first.deciding,
+                              {**first.cells, **second.cells}, first.test, f"{first.effect}; {second.effect}",
+                              study=first.study, label="(a) the forget gate matters most")
+        combined.outcome = forget_gate_outcome(first.outcome, second.outcome)
+        forget.append(combined)
+    for c in janet:
+        c.claim = "C4b"
+    forget_verdict, forget_count = share_rule(forget)
+    janet_verdict, janet_count = share_rule(janet)
+    evidence = (f"(a) removing the forget gate costs more than removing the input and the output gate on "
+                f"{forget_count}: {forget_verdict}; (b) JANET better than the LSTM of the same implementation and "
+                f"initialisation on {janet_count}: {janet_verdict}")
+    return verdict_of("C4", combine([forget_verdict, janet_verdict]), evidence, forget + janet + context, runs)
 
 
 def c5(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C5")
-    rows = pairwise(runs, "gru", "lstm")
-    as_well, count = share_rule([r["outcome"] for r in rows], wins=WINS["C5"])
-    time_rows, ratio = cost_rows(runs, "gru", "lstm")
-    faster, time_count = share_rule([r["outcome"] for r in time_rows], wins=WINS["C5"])
-    cheaper = INCONCLUSIVE if math.isnan(ratio) else SUPPORTED if ratio < 1 else NOT_SUPPORTED
-    evidence = (f"GRU not worse than the LSTM on {count} ({as_well}); GRU/LSTM recurrent parameters = "
-                f"{ratio_text(ratio)}; GRU training step no slower on {time_count} ({faster})")
-    return verdict_of("C5", combine([as_well, faster, cheaper]), evidence,
-                      rows + [{**r, "setting": f"{r['setting']} step ms"} for r in time_rows])
-
-
-def literature(v: Verdict) -> str:
-    """Where the verdict stands against the published result, and the likely reason where it
-    differs, from the verdict's own rows: which settings went against the claim, which could
-    not decide and why, and how the papers' protocol differs."""
-    expected = EXPECTED[v.claim]
-    if v.verdict == expected:
-        return f"Agrees with the published result ({expected})."
-    outcomes = Counter(r["outcome"] for r in v.rows)
-    wins = WINS.get(v.claim, (BETTER,))
-    against = [r["setting"] for r in v.rows if r["outcome"] in DECISIVE and r["outcome"] not in wins]
-    parts = [f"Differs: published {expected}, ours {v.verdict}."]
-    if v.verdict == INCONCLUSIVE:
-        reasons = {UNDERTRAINED: "no model beat chance (budget too small for the task)",
-                   AT_CEILING: "every model solved the task equally fast (the settings are too easy)",
-                   TOO_FEW_SEEDS: "too few seeds, or the seeds disagree"}
-        found = [f"{outcomes[o]} setting{'s' * (outcomes[o] != 1)}: {text}" for o, text in reasons.items() if outcomes[o]]
-        parts.append("Likely reason: " + ("; ".join(found) if found else "no runs for this claim") + ".")
-    elif against:
-        parts.append(f"Against the claim: {', '.join(against)}.")
-        ties = sum(r["outcome"] == TIE for r in v.rows if r["setting"] in against)
-        if ties:
-            parts.append(f"{ties} of these are ties: the 95% intervals over seeds overlap, and more seeds would "
-                         "narrow them.")
-    ours = ", ".join(dict.fromkeys(s.split(" [")[0] for s in v.studies)) or "no study"
-    parts.append(f"Protocol: {PROTOCOL[v.claim]}; ours: {ours} (budgets under the claim).")
-    return " ".join(parts)
+    comparisons = pairs(runs, "C5", "gru", "lstm")
+    times = step_times(runs, "C5", "gru", "lstm") if not runs.empty else []
+    decide(comparisons + times)
+    as_good, count = share_rule(comparisons, wins=(BETTER, TIE))
+    ratios = counts(runs, "gru", "lstm") if not runs.empty else (math.nan, math.nan)
+    cheaper = cheaper_verdict(ratios, more=False)
+    evidence = (f"GRU as good as the LSTM (better or tied) on {count}: {as_good}; {ratios_text(ratios, 'GRU', 'LSTM')}: "
+                f"{'cheaper' if cheaper == SUPPORTED else cheaper}; measured step time beside")
+    return verdict_of("C5", combine([as_good, cheaper]), evidence, comparisons + times, runs, wins=(BETTER, TIE))
 
 
 RULES = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5}
@@ -382,3 +501,4 @@ def all_verdicts(frame: pd.DataFrame) -> list[Verdict]:
     verdicts = [rule(frame) for rule in RULES.values()]
     verdicts += [Verdict(c, "see tests", CODE_EVIDENCE[c]) for c in ("C6", "C7")]
     return verdicts
+
