@@ -13,7 +13,9 @@ them as its hyperparameters, so that a checkpoint describes itself:
 | per_step_multilabel     | Bernoulli NLL summed over labels,      | nll (the same, per time step)      |
 |                         | averaged over real steps               |                                    |
 
-Every split logs `<split>/loss` and `<split>/<metric>` once per epoch.
+Every split logs `<split>/loss` and `<split>/<metric>` once per epoch. A batch with a mask
+`(x, y, mask)` holds sequences of unequal length: the model gets their lengths (`mask.sum(1)`)
+and reads each one's last real step, and the per-step losses and metrics count real steps only.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class SequenceTask(pl.LightningModule):
             return torchmetrics.classification.MulticlassAccuracy(self.spec.num_outputs, average="micro")
         return torchmetrics.MeanMetric()  # per-step multi-label: NLL per real time step
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x) if lengths is None else self.model(x, lengths)
 
     def loss_and_metric_inputs(self, batch) -> tuple[torch.Tensor, tuple]:
         return loss_and_metric_inputs(self.model, self.spec, batch)
@@ -109,7 +111,9 @@ def loss_and_metric_inputs(model: torch.nn.Module, spec: TaskSpec, batch) -> tup
     """The batch's loss and the arguments its metric is updated with (the table above)."""
     x, y, *rest = batch
     mask = rest[0] if rest else None
-    logits = model(x).float()
+    # A whole-sequence task needs nothing more for padding than the model reading each
+    # sequence's last real step: its loss and metric are per sequence.
+    logits = (model(x) if mask is None else model(x, mask.sum(1))).float()
     kind = spec.output
     if kind == "regression":
         return F.mse_loss(logits, y), (logits, y)

@@ -12,6 +12,12 @@
 
 The final state is laid out as torch's: h_n [L*D, B, H], or (h_n, c_n) for cells with a
 memory cell; index l*D + d. Cells are held in `cells` in that same order.
+
+Sequences of unequal length: `lengths` [B] gives each sequence's real steps (padding after
+them). Past a sequence's end its state stops changing (the step loop keeps the old state, the
+scan gets a_t = 1, b_t = 0), so the forward direction's final state is the state after its last
+real step and the backward direction starts at that step; outputs at padded steps are zeros, as
+in torch's `pad_packed_sequence`. Without `lengths` the loop is the plain one, with no masking.
 """
 
 from __future__ import annotations
@@ -100,13 +106,19 @@ class Recurrent(nn.Module):
             else:
                 self._compiled = [_compiled_step(c, "scan" if self.parallel else "step") for c in self.cells]
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """x [B, T, F] (batch_first) -> (out [B, T, D*H], final state [L*D, B, H] or a pair of them).
 
         `state` is an initial state in the same layout as the final one; None starts from zeros.
+        `lengths` [B] (integers, 1..T): each sequence's real steps, the padding after them (the
+        module docstring); None: every sequence has T steps.
         """
         if not self.batch_first:
             x = x.transpose(0, 1)
+        keep = None  # [B, T, 1] bool: the real steps
+        if lengths is not None:
+            keep = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).unsqueeze(-1)
         finals = []
         for layer in range(self.num_layers):
             outputs = []
@@ -117,11 +129,11 @@ class Recurrent(nn.Module):
                 if self.parallel:
                     scan = self._compiled[index] if self._compiled else cell.scan
                     start = None if state is None else _pick(state, index)
-                    out, final = self._scan(cell, scan, x, start, reverse)
+                    out, final = self._scan(cell, scan, x, start, reverse, keep)
                 else:
                     start = cell.initial_state(x) if state is None else _pick(state, index)
                     step = self._compiled[index] if self._compiled else cell.step
-                    out, final = self._run(cell, step, x, start, reverse)
+                    out, final = self._run(cell, step, x, start, reverse, keep)
                 outputs.append(out)
                 finals.append(final)
             x = outputs[0] if self.directions == 1 else torch.cat(outputs, dim=-1)
@@ -134,28 +146,40 @@ class Recurrent(nn.Module):
         return x, torch.stack(finals)
 
     @staticmethod
-    def _run(cell: Cell, step: Callable, x: torch.Tensor, state: State, reverse: bool) -> tuple[torch.Tensor, State]:
-        """One layer, one direction: x [B, T, F] -> (outputs [B, T, H], final state)."""
+    def _run(cell: Cell, step: Callable, x: torch.Tensor, state: State, reverse: bool,
+             keep: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """One layer, one direction: x [B, T, F] -> (outputs [B, T, H], final state). `keep`
+        [B, T, 1] bool marks the real steps; at the others the state stays and the output is 0."""
         projected = cell.project(x).unbind(1)  # unbind, not x[:, t]: one backward node, not T
         weights = cell.recurrent_weights()
         if reverse:
             projected = projected[::-1]
         outputs = []
-        for xp in projected:
-            state = step(xp, state, *weights)
-            outputs.append(cell.output(state))
+        if keep is None:
+            for xp in projected:
+                state = step(xp, state, *weights)
+                outputs.append(cell.output(state))
+        else:
+            kept = keep.unbind(1)
+            for xp, real in zip(projected, kept[::-1] if reverse else kept):
+                state = _where(real, step(xp, state, *weights), state)
+                outputs.append(cell.output(state).masked_fill(~real, 0.0))
         if reverse:
             outputs.reverse()
         return torch.stack(outputs, dim=1), state
 
     @staticmethod
     def _scan(cell: Cell, scan: Callable, x: torch.Tensor, state: torch.Tensor | None,
-              reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """One layer, one direction, all steps at once: x [B, T, F] -> (outputs [B, T, H], h_T)."""
+              reverse: bool, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer, one direction, all steps at once: x [B, T, F] -> (outputs [B, T, H], final
+        state); `keep` as in `_run`."""
         projected = cell.project(x)
         if reverse:
             projected = projected.flip(1)
-        outputs, state = scan(projected, state)
+        if keep is None:
+            outputs, state = scan(projected, state)
+        else:
+            outputs, state = scan(projected, state, keep.flip(1) if reverse else keep)
         return (outputs.flip(1) if reverse else outputs), state
 
     def extra_repr(self) -> str:
@@ -193,6 +217,13 @@ def _compiled_step(cell: Cell, method: str = "step") -> Callable:
         return chosen[0](*args)
 
     return step
+
+
+def _where(real: torch.Tensor, new: State, old: State) -> State:
+    """`new` where `real` [B, 1] is true, else `old`, for a state or each part of a pair."""
+    if isinstance(new, tuple):
+        return tuple(torch.where(real, n, o) for n, o in zip(new, old))
+    return torch.where(real, new, old)
 
 
 def _pick(state: State, index: int) -> State:

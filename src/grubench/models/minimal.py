@@ -34,7 +34,8 @@ straight from the pre-activations without forming the gates:
     both:     log g(a) = log(a + 1/2) for a >= 0, -softplus(-a) for a < 0
 
 The h_0 term stays outside the logarithms, so an initial state may have any sign; the default
-h_0 = 0 drops it. `Recurrent(..., parallel=True)` runs `scan`; parallel=False runs `step` one
+h_0 = 0 drops it. Sequences of unequal length stop at their ends: past it a_t = 1, b_t = 0
+(`scan`'s `keep`). `Recurrent(..., parallel=True)` runs `scan`; parallel=False runs `step` one
 time step at a time (the form for generation, and the check that the scan is right).
 
 `pointwise` counts the sequential equations' elementwise operations per unit, as every cell:
@@ -84,11 +85,24 @@ class MinimalCell(Cell):
         """xp [..., G*H] -> (log a, log b), each [..., H]."""
         raise NotImplementedError
 
-    def scan(self, xp: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def scan(self, xp: torch.Tensor, h0: torch.Tensor | None = None,
+             keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole sequence at once: xp [B, T, G*H], h_0 [B, H] (None: zeros)
-        -> (h_1..h_T [B, T, H], h_T [B, H])."""
-        out = scan_log(*self.coefficients(xp), h0=h0)
-        return out, out[:, -1]
+        -> (h_1..h_T [B, T, H], h_T [B, H]).
+
+        `keep` [B, T, 1] bool marks the real steps of sequences of unequal length: at the others
+        a_t = 1 and b_t = 0, so h stays as it was (the final state is the one after the last real
+        step), and the output there is 0."""
+        log_a, log_b = self.coefficients(xp)
+        if keep is None:
+            out = scan_log(log_a, log_b, h0=h0)
+            return out, out[:, -1]
+        # log b = the dtype's most negative number, not -inf: a prefix of -inf (the backward
+        # direction starts in the padding) would make logcumsumexp's gradient NaN.
+        log_a = log_a.masked_fill(~keep, 0.0)
+        log_b = log_b.masked_fill(~keep, torch.finfo(log_b.dtype).min)
+        out = scan_log(log_a, log_b, h0=h0)
+        return out.masked_fill(~keep, 0.0), out[:, -1]
 
 
 class MinGRUCell(MinimalCell):

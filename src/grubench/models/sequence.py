@@ -6,6 +6,11 @@
                       D = 2 if bidirectional else 1 (torch.nn.RNN / GRU / LSTM, or a cell loop)
       -> head         Linear(D*H, K) on the last step ([B, K]) or on every step ([B, T, K])
 
+Sequences of unequal length come with `lengths` [B] (each sequence's real steps, the padding
+after them): torch's fused layers get them packed (`pack_padded_sequence`), a `Recurrent` (cell
+loops, minimal scans) stops each sequence's state at its end, and the head reads each sequence's
+last real step. Without `lengths` the model runs exactly as for equal lengths, with no masking.
+
 The recurrent layer is given as a factory (a Hydra `_partial_` target) and called with the
 keyword arguments torch's fused layers take: input_size, hidden_size, num_layers, dropout,
 bidirectional, batch_first=True, and seq_len=<the task's sequence length> if it takes `seq_len`
@@ -20,6 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from grubench.models import counting
 from grubench.models.layers import accepts
@@ -53,8 +59,10 @@ class SequenceModel(nn.Module):
             so every parameter of the model is in the recurrent stack and the head.
         readout: what the head reads for a whole-sequence output. "last": the state after the
             whole sequence in each direction, [B, D*H]; "all_steps": the outputs of every step
-            side by side, [B, T*D*H] (the MNIST-1D paper's GRU reads its sequence this way).
-            Per-step tasks read every step whatever this says.
+            side by side, [B, T*D*H] (the MNIST-1D paper's GRU reads its sequence this way);
+            with sequences of unequal length the padded steps' outputs are zeros and the batch is
+            padded with zeros to the task's `seq_len`, so a sequence gives the same output in
+            any batch. Per-step tasks read every step whatever this says.
     """
 
     def __init__(self, task: TaskSpec, recurrent: Callable[..., nn.Module], name: str = "rnn",
@@ -95,26 +103,51 @@ class SequenceModel(nn.Module):
             return nn.Identity(), task.input_size
         return nn.Linear(task.input_size, embed_dim), embed_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, F] or [B, T] -> [B, K] (after the last step) or [B, T, K] (per-step tasks);
-        regression's single output is squeezed to [B]."""
-        out, _ = self.recurrent(self.encoding(x))
+        regression's single output is squeezed to [B].
+
+        `lengths` [B] integers 1..T: each sequence's real steps, padded after them; None: all T.
+        The outputs at padded steps of a per-step task are meaningless (the loss masks them)."""
+        if lengths is not None and self.task.per_step and not self.bidirectional:
+            lengths = None  # one direction: the outputs at real steps never read the padding after them
+        u = self.encoding(x)
+        out, _ = self.recurrent(u) if lengths is None else self._recurrent_with_lengths(u, lengths)
         self.last_recurrent_dtype = out.dtype
         if not self.task.per_step:
-            out = self._summary(out)
+            out = self._summary(out, lengths)
         y = self.head(out)
         return y.squeeze(-1) if self.task.output == "regression" else y
 
-    def _summary(self, out: torch.Tensor) -> torch.Tensor:
+    def _recurrent_with_lengths(self, u: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """The recurrent layer on padded sequences u [B, T, E] of `lengths` [B] -> (out [B, T, D*H]
+        with zeros at the padded steps, final state after each sequence's last real step)."""
+        if isinstance(self.recurrent, nn.RNNBase):
+            packed = pack_padded_sequence(u, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, state = self.recurrent(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=u.shape[1])
+            return out, state
+        if accepts(self.recurrent.forward, "lengths"):
+            return self.recurrent(u, lengths=lengths)
+        raise ValueError(f"{type(self.recurrent).__name__} takes no sequence lengths: "
+                         "it cannot run sequences of unequal length")
+
+    def _summary(self, out: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[B, T, D*H] -> [B, D*H]: the state after the whole sequence in each direction (the last
-        step of the forward direction, the first step of the backward one); with the "all_steps"
-        readout, [B, T*D*H]."""
+        real step of the forward direction, the first step of the backward one); with the
+        "all_steps" readout, [B, T*D*H] (T: the task's `seq_len`)."""
         if self.readout == "all_steps":
+            if lengths is not None and out.shape[1] < self.task.seq_len:  # a batch cut to its longest sequence
+                out = F.pad(out, (0, 0, 0, self.task.seq_len - out.shape[1]))
             return out.flatten(1)
+        if lengths is None:
+            last = out[:, -1]
+        else:
+            last = out[torch.arange(len(out), device=out.device), lengths.to(out.device) - 1]
         if not self.bidirectional:
-            return out[:, -1]
+            return last
         H = self.hidden_size
-        return torch.cat([out[:, -1, :H], out[:, 0, H:]], dim=-1)
+        return torch.cat([last[:, :H], out[:, 0, H:]], dim=-1)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of the recurrent stack, and of the whole model (total, trainable); and
