@@ -4,7 +4,7 @@
 #   scripts/reproduce.sh small [STUDY...]
 #   scripts/reproduce.sh full [--budget S] [--jobs N] [--rehearse]
 #
-# With STUDY names (e.g. c4_gates c5_gru) only those studies run, then the report; the report
+# With STUDY names (e.g. c4_gates c4_copy) only those studies run, then the report; the report
 # always reads the whole store, so studies run earlier still count.
 # small: every small preset but minimal as one anytime sweep (hydra/sweeper=study, the order of docs/gpu.md:
 #        seeds 0 and 1 of every setting first, the presets taking turns), two jobs at a time on a
@@ -24,7 +24,7 @@ esac
 [ "$scale" = full ] && exec bash "$(dirname "$0")/full_study.sh" "${@:2}"
 
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}
-studies=(c1_lengths c3_cost c5_gru c4_gates c1_real c1_copy)
+studies=(c1_lengths c1_copy c4_gates c4_copy c1_ladder)
 if (($# > 1)); then
   studies=("${@:2}")
 fi

@@ -25,7 +25,7 @@ from tests.cli import main_command
 from tests.conftest import compose_config, runs
 
 PRESETS = ["c1_lengths", "c2_gradients", "c3_cost", "c4_gates", "c5_gru", "minimal", "c1_real"]
-SMALL = ["c1_copy", "c1_lengths", "c1_real", "c3_cost", "c4_gates", "c5_gru", "minimal"]
+SMALL = ["c1_copy", "c1_ladder", "c1_lengths", "c4_copy", "c4_gates", "minimal"]
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_models_are_innermost_and_deciding_values_first(hydra):
     jobs = study(hydra, "full", ["c1_lengths"])
     assert [j.settings["model"] for j in jobs[:3]] == ["rnn", "gru", "lstm"]
     assert {j.settings["dataset.seq_len"] for j in jobs[:3]} == {"200"}  # the preset lists 200 first
-    assert len(jobs) == 3 * 2 * 5 * 5
+    assert len(jobs) == 3 * 2 * 5 * 6
 
 
 def test_arguments_win_over_the_presets_sweeps(hydra):
@@ -80,7 +80,7 @@ def test_every_presets_jobs_carry_what_its_scales_base_sets(hydra, scale, preset
         if scale == "small":  # two jobs at a time, on joblib's process pool
             assert job.hydra.launcher._target_.endswith("JoblibLauncher") and job.hydra.launcher.n_jobs == 2, preset
         # the base's seeds and width, where the preset does not set its own
-        seeds = {"c4_gates": 4}.get(preset, 3) if scale == "small" else 5
+        seeds = {"c1_ladder": 3}.get(preset, 6)
         assert sorted({j.seed for j in jobs}) == [str(s) for s in range(seeds)], preset
         if preset != "c3_cost":
             assert job.model.hidden_size == (64 if scale == "small" else 128), preset
@@ -93,9 +93,9 @@ def test_a_preset_run_on_its_own_gets_its_bases_launcher_and_sweep():
                          return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
     assert cfg.trainer.enable_progress_bar is False
-    assert dict(cfg.hydra.sweeper.params) == {  # the base's seed and width first, the preset's own seeds win
-        "seed": "0,1,2,3", "++model.hidden_size": "64", "+model": "lstm,lstm_fb1,lstm_nfg,lstm_nig,lstm_nog,janet",
-        "dataset": "adding", "dataset.seq_len": "50,30"}
+    assert dict(cfg.hydra.sweeper.params) == {  # the base's seed and width first
+        "seed": "0,1,2,3,4,5", "++model.hidden_size": "64", "dataset": "adding", "dataset.seq_len": "50",
+        "+model": "lstm_eq,lstm_nfg,lstm_nig,lstm_nog,janet,lstm_eq_chrono"}
     assert cfg.hydra.runtime.choices.experiment == "small/c4_gates"
     assert packed.hydra.runtime.choices["hydra/launcher"] == "pack"  # the command line wins over the base
 
@@ -124,7 +124,7 @@ def test_the_study_estimates_every_job_from_its_arguments_too(hydra):
     for jobs in (plain, longer):
         check_and_estimate(loader, config, jobs, estimate)
     overhead = config.hydra.sweeper.estimate.job_overhead_s
-    assert len(plain) == 5 and len({j.estimate_s for j in plain}) == 1  # the seeds share one compose
+    assert len(plain) == 6 and len({j.estimate_s for j in plain}) == 1  # the seeds share one compose
     assert longer[0].estimate_s - overhead == pytest.approx(2 * (plain[0].estimate_s - overhead))
 
 
@@ -136,9 +136,9 @@ def test_the_estimate_counts_what_each_data_sets_config_holds(hydra):
     assert training_examples(rows) == 640 and sequence_length(rows) == 28
     digits = job_config(hydra, ["+model=gru", "dataset=digits", "dataset.val_fraction=0.2", "dataset.test_fraction=0.3"])
     assert training_examples(digits.dataset) == round(1797 * 0.5)
-    # the small C5 study trains the adding task for 1,000 steps (max_steps), not 10 epochs of 157
-    adding = job_config(hydra, ["+experiment=small/c5_gru", "+model=gru", "dataset=adding"])
-    assert training_steps(adding) == 1000
+    # the full C5 study trains the adding task for max_steps, not its epochs
+    adding = job_config(hydra, ["+experiment=full/c5_gru", "+model=gru", "dataset=adding"])
+    assert training_steps(adding) == min(adding.trainer.max_steps, 30 * 157)  # 30 epochs of 157 batches
     limited = job_config(hydra, ["+model=gru", "trainer.limit_train_batches=2", "trainer.max_epochs=3"])
     assert training_steps(limited) == 6
     assert training_steps(job_config(hydra, ["+model=gru", "trainer.limit_train_batches=0.5"])) == 10 * 78
@@ -162,12 +162,12 @@ def test_a_spent_budget_leaves_every_run_out_and_lists_them(tmp_path):
     done = main_command(["-m", "hydra/sweeper=study", "hydra.sweeper.presets=[c3_cost]", "hydra.sweeper.budget_s=0",
                          f"hydra.sweep.dir={tmp_path / 'sweep'}", f"tracking.uri={tmp_path / 'mlflow.db'}"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "study full: 60 runs (c3_cost 60)" in done.stdout
+    assert "study full: 72 runs (c3_cost 72)" in done.stdout
     left = json.loads((tmp_path / "sweep" / "left_out.json").read_text())
-    assert left["runs"] == 60 and left["started"] == 0 and left["left_out_by_budget"] == 60
+    assert left["runs"] == 72 and left["started"] == 0 and left["left_out_by_budget"] == 72
     assert [s["setting"] for s in left["settings"]][:4] == [f"model.hidden_size={h}" for h in (1024, 512, 256, 128)]
     (parent,) = runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert parent.data.tags["study/left_out"] == "60" and parent.data.tags["study/started"] == "0"
+    assert parent.data.tags["study/left_out"] == "72" and parent.data.tags["study/started"] == "0"
     assert parent.data.tags["study/left_out_settings"].startswith("c3_cost model.hidden_size=1024 (budget): rnn@0,gru@0")
 
 

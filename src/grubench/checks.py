@@ -64,7 +64,7 @@ def check_unknown(cfg: DictConfig) -> None:
         if key not in declared:
             names = ", ".join([*declared, *GROUPS])
             raise ConfigError(f"{key}: no such setting; the top-level settings are {names}")
-        if OmegaConf.is_dict(declared[key]) and OmegaConf.is_dict(cfg[key]):
+        if OmegaConf.is_dict(declared[key]) and OmegaConf.is_dict(cfg[key]) and declared[key]:
             for inner in cfg[key]:
                 if inner not in declared[key]:
                     raise ConfigError(f"{key}.{inner}: no such setting; {key} has {', '.join(declared[key])}")
@@ -116,7 +116,11 @@ def check_values(cfg: DictConfig) -> None:
     threshold = OmegaConf.select(cfg, "early_stopping.stopping_threshold", default=None)
     if threshold is not None and not (number(threshold) and math.isfinite(threshold)):
         refuse("early_stopping.stopping_threshold", threshold, "a number (the validation metric to stop at), or null")
-    for key in ("gradient_flow", "tracking.log_checkpoint", "verbose"):
+    steps = cfg.get("gradient_flow", [])
+    if not (OmegaConf.is_list(steps) and all(integer(s) and s >= 0 for s in steps) and len(set(steps)) == len(steps)):
+        refuse("gradient_flow", steps, "a list of distinct optimiser steps (integers >= 0; 0: at initialisation) "
+               "to measure the gradient flow at, e.g. gradient_flow=[0,1000]; [] measures nothing")
+    for key in ("tracking.log_checkpoint", "verbose"):
         value = OmegaConf.select(cfg, key, default=False)
         if not isinstance(value, bool):
             refuse(key, value, "true or false")
@@ -128,6 +132,17 @@ def check_values(cfg: DictConfig) -> None:
     claims = cfg.get("claims")
     if not OmegaConf.is_list(claims) or any(c not in CLAIMS for c in claims):
         refuse("claims", claims, f"a list of claim ids out of {', '.join(CLAIMS)}, e.g. claims=[C1,C5]")
+    decides = cfg.get("decides")
+    if not OmegaConf.is_dict(decides) or any(
+            claim not in CLAIMS or not OmegaConf.is_list(named) or not all(isinstance(s, str) for s in named)
+            for claim, named in decides.items()):
+        refuse("decides", decides, "a mapping from claim ids to lists of settings, e.g. {C1: [adding T=100]}")
+    for key in ("study_lr", "study_width"):
+        table = cfg.get(key)
+        if not OmegaConf.is_dict(table) or not all(number(v) and v > 0 for v in table.values()):
+            refuse(key, table, "a mapping from model names to positive numbers, e.g. {gru: 0.01, lstm: 0.003}")
+    if cfg.get("arm") is not None and not (isinstance(cfg.arm, str) and cfg.arm.strip()):
+        refuse("arm", cfg.arm, "a name, or null")
     check_trainer(cfg.trainer)
     check_optim(cfg.optim)
 

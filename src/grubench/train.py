@@ -103,7 +103,7 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     callbacks = [resume_point, checkpoint, throughput, FiniteLoss(),
                  SolveStep(spec.name, spec.metric, spec.chance.get(spec.metric, math.nan))]
     if cfg.gradient_flow:
-        callbacks.append(GradientFlow())
+        callbacks.append(GradientFlow(steps=list(cfg.gradient_flow)))
     progress_bar = False
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_callback(monitor, spec.metric_mode))
@@ -182,6 +182,8 @@ def train(cfg: DictConfig) -> float | None:
         "task/seq_len": spec.seq_len,
         "task/chance": browse.rounded(spec.chance.get(spec.metric, "")),
         "claims": ",".join(cfg.get("claims") or []),
+        **{f"decides/{claim}": ";".join(named) for claim, named in (cfg.get("decides") or {}).items()},
+        **({"arm": cfg.arm} if cfg.get("arm") else {}),
         "overrides": " ".join(overrides),
         "seed": cfg.seed,
         "study": study_name(),

@@ -25,6 +25,9 @@ Columns (CSV; the printed table shows most of them):
     saved_mb peak_mb            memory saved for backward; CUDA peak during a step (NaN on CPU)
     grad_finite                 every gradient finite after a training step
     status                      ok | skipped: why | error: why
+    round                       which pass over the grid (`rounds`: the grid is measured that many
+                                times, cell after cell, so that two models' timings interleave
+                                A, B, A, B and a quiet or busy spell of the machine falls on both)
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ COLUMNS = [
     "model", "device", "precision", "dtype", "batch", "seq_len", "hidden", "input_size", "params",
     "fwd_ms", "fwd_min_ms", "fwd_iqr_pct", "train_ms", "train_min_ms", "train_iqr_pct", "repeats",
     "samples_per_s", "steps_per_s", "fwd_steps_per_s", "gflop_fwd", "gflop_train", "gflops_train",
-    "flops_source", "saved_mb", "peak_mb", "grad_finite", "status",
+    "flops_source", "saved_mb", "peak_mb", "grad_finite", "status", "round",
 ]
 METRICS = {  # column -> MLflow metric name
     "params": "params/total", "fwd_ms": "time/fwd_ms", "fwd_min_ms": "time/fwd_min_ms",
@@ -111,9 +114,10 @@ def environment() -> dict[str, str]:
     }
 
 
-def blank_row(cell: Cell, input_size: int) -> dict:
+def blank_row(cell: Cell, input_size: int, round_: int = 0) -> dict:
     row = {name: math.nan for name in COLUMNS}
-    row.update(asdict(cell), input_size=input_size, dtype="", flops_source="", grad_finite="", status="ok")
+    row.update(asdict(cell), input_size=input_size, dtype="", flops_source="", grad_finite="", status="ok",
+               round=round_)
     return row
 
 
@@ -133,10 +137,10 @@ class Runner:
             cfg.dataset.seq_len = cell.seq_len  # for model configs that read the length from the data set
         return cfg.model
 
-    def run(self, cell: Cell) -> tuple[dict, DictConfig | None]:
+    def run(self, cell: Cell, round_: int = 0) -> tuple[dict, DictConfig | None]:
         s = self.settings
         input_size = int(s.input_size) if s.get("input_size") else cell.hidden
-        row = blank_row(cell, input_size)
+        row = blank_row(cell, input_size, round_)
         node, model = None, None
         try:
             device = torch.device(cell.device)
@@ -219,23 +223,24 @@ def write_csv(rows: list[dict], path: Path, columns: list[str] | None = None) ->
 
 
 def run_grid(settings: DictConfig, on_row=None, progress: bool = True) -> list[dict]:
-    """Measure every cell of `settings.grid`; `on_row(row, model_node)` is called after each cell.
-    Once `settings.budget_s` seconds have passed, the cells left are recorded as skipped."""
+    """Measure every cell of `settings.grid`, `settings.rounds` times over (round after round);
+    `on_row(row, model_node)` is called after each cell. Once `settings.budget_s` seconds have
+    passed, the cells left are recorded as skipped."""
     runner = Runner(settings)
-    todo = cells(settings.grid)
+    todo = [(cell, r) for r in range(int(settings.get("rounds") or 1)) for cell in cells(settings.grid)]
     budget = settings.get("budget_s")
     started = time.perf_counter()
     rows = []
     bar = tqdm(total=len(todo), desc="bench", file=sys.stderr, dynamic_ncols=True, disable=not progress,
                leave=False)
     tqdm.write(format_header())
-    for cell in todo:
+    for cell, round_ in todo:
         bar.set_postfix_str(cell.label)
         if budget is not None and time.perf_counter() - started > budget:
-            row, node = blank_row(cell, int(settings.input_size or cell.hidden)), None
+            row, node = blank_row(cell, int(settings.input_size or cell.hidden), round_), None
             row["status"] = f"skipped: time budget of {budget} s spent"
         else:
-            row, node = runner.run(cell)
+            row, node = runner.run(cell, round_)
         rows.append(row)
         tqdm.write(format_row(row))
         if on_row is not None:

@@ -31,13 +31,14 @@ class BenchRecorder:
 
     def log_cell(self, row: dict, model_node: DictConfig | None) -> None:
         label = Cell(row["model"], row["device"], row["precision"], row["batch"], row["seq_len"], row["hidden"]).label
+        label += f"-r{row['round']}" if row.get("round") else ""
         tags = {**self.tags, "mlflow.parentRunId": self.parent.id, "bench/role": "cell", "model": row["model"],
                 "bench/status": row["status"], "precision/requested": row["precision"],
                 "precision/recurrent_dtype": row["dtype"] or "none", "flops/source": row["flops_source"] or "none",
                 "grad/finite": str(row["grad_finite"])}
         # A cell's run is a record of a measurement already made: it opens and closes at once.
         run = self.parent.store.create_run(label, tags)
-        params = {k: row[k] for k in ("model", "device", "precision", "batch", "seq_len", "hidden", "input_size")}
+        params = {k: row[k] for k in ("model", "device", "precision", "batch", "seq_len", "hidden", "input_size", "round")}
         if model_node is not None:
             params.update(flatten(OmegaConf.to_container(model_node, resolve=True), "model/"))
         run.log_params(params)

@@ -81,6 +81,11 @@ def bare_key(key: str) -> str:
     return key.lstrip("+~")
 
 
+def as_written(params: DictConfig | None) -> dict:
+    """A sweep's params unresolved: a value may read what only a job has (its model)."""
+    return OmegaConf.to_container(params, resolve=False) if params is not None else {}
+
+
 def sweep_values(params: Mapping[str, Any]) -> dict[str, tuple[str, list[str]]]:
     """{bare key: (the key as written, [values])} of a preset's `hydra.sweeper.params`, in order."""
     parser = OverridesParser.create()
@@ -104,7 +109,7 @@ def plan(loader: ConfigLoader, config: DictConfig, scale: str, presets: Sequence
     per_stage: dict[int, list[list[list[Job]]]] = {}
     for name in presets:
         preset = loader.load_sweep_config(config, [f"+experiment={scale}/{name}"])
-        swept = {k: v for k, v in sweep_values(preset.hydra.sweeper.get("params") or {}).items() if k not in given}
+        swept = {k: v for k, v in sweep_values(as_written(preset.hydra.sweeper.get("params"))).items() if k not in given}
         seeds = swept.pop(SEED_KEY, (SEED_KEY, [None]))[1]
         model = swept.pop(MODEL_KEY, None)
         keys = [*swept, *([MODEL_KEY] if model else [])]

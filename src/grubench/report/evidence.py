@@ -117,11 +117,28 @@ def column(frame: pd.DataFrame, name: str, default=None) -> pd.Series:
 
 
 def training_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The training runs of a store: runs with a model, not sweep parents or report runs."""
+    """The training runs of a store: runs with a model, not sweep parents, bench cells or report runs."""
     if frame.empty:
         return frame
-    trained = column(frame, "tags.model").notna() & (column(frame, "tags.sweep") != "parent")
+    trained = column(frame, "tags.model").notna() & (column(frame, "tags.sweep") != "parent") \
+        & column(frame, "tags.bench/role").isna()
     return frame[trained]
+
+
+def bench_times(frame: pd.DataFrame) -> pd.DataFrame:
+    """The benchmark's measured cells (python -m grubench.bench): one row per (model, device,
+    precision, batch, seq_len, hidden) with the median training-step time over its rounds,
+    `train_ms`, and how many rounds it had, `rounds`."""
+    if frame.empty or "tags.bench/role" not in frame:
+        return pd.DataFrame()
+    cells = frame[(frame["tags.bench/role"] == "cell") & (column(frame, "tags.bench/status") == "ok")].copy()
+    if cells.empty or "metrics.time/train_ms" not in cells:
+        return pd.DataFrame()
+    keys = ["tags.model", "params.device", "params.precision", "params.batch", "params.seq_len", "params.hidden"]
+    table = cells.groupby(keys)["metrics.time/train_ms"].agg(["median", "size"]).reset_index()
+    table.columns = ["model", "device", "precision", "batch", "seq_len", "hidden", "train_ms", "rounds"]
+    table["hidden"] = pd.to_numeric(table["hidden"])
+    return table
 
 
 def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
@@ -150,8 +167,8 @@ def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
     runs["seed"] = pd.to_numeric(column(runs, "tags.seed"), errors="coerce")
     runs["length"] = pd.to_numeric(column(runs, "params.dataset/seq_len").fillna(column(runs, "tags.task/seq_len")),
                                    errors="coerce")
-    runs["setting"] = [setting_name(d, length, steps) for d, length, steps in zip(
-        runs["tags.dataset"], runs["length"], column(runs, "params.dataset/steps"))]
+    runs["setting"] = [setting_name(d, length, steps, arm) for d, length, steps, arm in zip(
+        runs["tags.dataset"], runs["length"], column(runs, "params.dataset/steps"), column(runs, "tags.arm"))]
     runs["study"] = column(runs, "tags.study").fillna("")
     runs["scale"] = runs["study"].str.split("/").str[0].where(runs["study"].str.contains("/"), "")
     decides = column(runs, f"tags.decides/{claim}").fillna("")
@@ -174,7 +191,23 @@ def claim_runs(frame: pd.DataFrame, claim: str) -> pd.DataFrame:
         trained.groupby(runs["setting"]).transform("max"))
     step = pd.to_numeric(column(runs, "metrics.solve/step"), errors="coerce")
     runs["solve_step"] = step.where(runs["solved"], runs["budget_steps"])
+    for quantity in GRADIENT_QUANTITIES:
+        runs[f"{quantity}_slope_init"], runs[f"{quantity}_slope_trained"] = zip(
+            *(gradient_slopes(row, quantity) for _, row in runs.iterrows()))
     return runs
+
+
+GRADIENT_QUANTITIES = ("x", "state")  # grubench.gradflow: dL/dx_t, and dL/d(the whole state)
+
+
+def gradient_slopes(row, quantity: str) -> tuple[float, float]:
+    """(slope at initialisation, slope at the run's last listed step) of a gradient-flow quantity:
+    the metrics grad/<quantity>_slope_step<N> at the steps the run's tag grad/steps lists."""
+    steps = [int(s) for s in str(row.get("tags.grad/steps") or "").split(",") if s.strip().isdigit()]
+    if not steps:
+        return math.nan, math.nan
+    value = lambda step: float(row.get(f"metrics.grad/{quantity}_slope_step{step}", math.nan))  # noqa: E731
+    return value(0) if 0 in steps else math.nan, value(max(steps)) if max(steps) > 0 else math.nan
 
 
 def newest_of_each(runs: pd.DataFrame) -> pd.DataFrame:
@@ -191,12 +224,15 @@ def newest_of_each(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep).drop_duplicates(["setting", "model", "seed"], keep="first")
 
 
-def setting_name(dataset: str, length, steps=None) -> str:
+def setting_name(dataset: str, length, steps=None, arm=None) -> str:
+    """"adding T=100", "digits (rows)", "mnist1d", and a study arm's name after it: "adding T=500 [matched]"."""
     if dataset in ("adding", "copy") and not pd.isna(length):
-        return f"{dataset} T={int(length)}"
-    if isinstance(steps, str):
-        return f"{dataset} ({steps})"
-    return dataset
+        name = f"{dataset} T={int(length)}"
+    elif isinstance(steps, str):
+        name = f"{dataset} ({steps})"
+    else:
+        name = dataset
+    return f"{name} [{arm}]" if isinstance(arm, str) and arm else name
 
 
 def load_curves(uri: str, runs: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:

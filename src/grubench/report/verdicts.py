@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 
 from grubench import levels
-from grubench.report.evidence import Summary, claim_runs
+from grubench.report.evidence import Summary, bench_times, claim_runs
 from grubench.report.literature import CODE_EVIDENCE, literature
 from grubench.report.statistics import holm, paired, times_to_solve
 
@@ -367,24 +367,28 @@ def c1(frame: pd.DataFrame) -> Verdict:
 
 
 # C2's quantity: the slope of log10 |dL/dx_t| over the distance (log10 per step), at initialisation
-# and at the study's fixed training step (grubench.gradflow); higher is less vanishing.
-GRADIENT_STAGES = {"init": "metrics.grad/x_slope_init", "trained": "metrics.grad/x_slope_trained"}
+# and at the study's fixed training step (grubench.gradflow, evidence.gradient_slopes); higher is
+# less vanishing. The slope for the whole state (for the LSTM (h_t, c_t)) is shown beside.
+GRADIENT_STAGES = {"init": "x_slope_init", "trained": "x_slope_trained"}
+STATE_STAGES = {"init": "state_slope_init", "trained": "state_slope_trained"}
 
 
 def c2(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C2")
     comparisons = []
     for setting in settings_of(runs):
-        for stage, column in GRADIENT_STAGES.items():
-            c = compare_quantity(runs, "C2", setting, "lstm", "rnn", column, True, levels.EQUIVALENT_SLOPE,
-                                 f"{stage} x-slope", needs_learning=stage == "trained")
-            if c is None:
-                continue
-            part = runs[(runs["setting"] == setting) & runs["model"].isin(["lstm", "rnn"])]
-            exploding = [m for m, g in part.groupby("model") if g[column].median() > levels.EQUIVALENT_SLOPE]
-            if exploding:
-                c.blocked = f"{' and '.join(exploding)} explodes"
-            comparisons.append(c)
+        for deciding, stages in ((True, GRADIENT_STAGES), (False, STATE_STAGES)):
+            for stage, column in stages.items():
+                c = compare_quantity(runs, "C2", setting, "lstm", "rnn", column, True, levels.EQUIVALENT_SLOPE,
+                                     f"{stage} {column.split('_')[0]}-slope", needs_learning=stage == "trained")
+                if c is None:
+                    continue
+                c.deciding = c.deciding and deciding
+                part = runs[(runs["setting"] == setting) & runs["model"].isin(["lstm", "rnn"])]
+                exploding = [m for m, g in part.groupby("model") if g[column].median() > levels.EQUIVALENT_SLOPE]
+                if exploding:
+                    c.blocked = f"{' and '.join(exploding)} explodes"
+                comparisons.append(c)
     decide(comparisons)
     verdict, count = share_rule(comparisons)
     return verdict_of("C2", verdict, "slope of log10 |dL/dx_t| over the distance (log10 per step), higher is "
@@ -423,6 +427,28 @@ def step_times(runs: pd.DataFrame, claim: str, model: str, rival: str) -> list[C
     return [c for c in found if c is not None]
 
 
+def kernel_times(frame: pd.DataFrame, pairs_of_models: list[tuple[str, str]]) -> list[str]:
+    """Lines that set measured step times beside a claim's counts, from the benchmark's cells
+    (python -m grubench.bench grid=claims): the time ratio of each pair of kernels of the same
+    kind (fused against fused, cell loop against cell loop) per device and width, the median of
+    the rounds. None where the benchmark has not run."""
+    table = bench_times(frame)
+    lines = []
+    for a, b in pairs_of_models:
+        if table.empty or not {a, b} <= set(table["model"]):
+            continue
+        keys = ["device", "precision", "batch", "seq_len", "hidden"]
+        both = table[table["model"] == a].merge(table[table["model"] == b], on=keys, suffixes=("_a", "_b"))
+        for (device, batch, seq_len), group in both.groupby(["device", "batch", "seq_len"]):
+            ratios = ", ".join(f"H {int(r.hidden)}: {r.train_ms_a / r.train_ms_b:.2f}"
+                               for r in group.sort_values("hidden").itertuples())
+            rounds = int(group[["rounds_a", "rounds_b"]].min().min())
+            lines.append(f"Measured step time {a}/{b} ({device}, batch {batch}, length {seq_len}, median of {rounds} "
+                         f"round(s), python -m grubench.bench grid=claims): {ratios}")
+    return lines or ["Measured step time of kernels of the same kind: not measured (python -m grubench.bench "
+                     "grid=claims rounds=3)"]
+
+
 def c3(frame: pd.DataFrame) -> Verdict:
     runs = claim_runs(frame, "C3")
     ratios = counts(runs, "lstm", "rnn") if not runs.empty else (math.nan, math.nan)
@@ -430,7 +456,7 @@ def c3(frame: pd.DataFrame) -> Verdict:
     decide(times)
     verdict = cheaper_verdict(ratios, more=True)
     return verdict_of("C3", verdict, f"{ratios_text(ratios, 'LSTM', 'RNN')} (exact counts decide; measured step "
-                      "time beside)", times, runs, wins=(WORSE,))
+                      "time beside)", times, runs, wins=(WORSE,), extra=kernel_times(frame, [("lstm", "rnn")]))
 
 
 def forget_gate_outcome(vs_input: str, vs_output: str) -> str:
@@ -491,7 +517,8 @@ def c5(frame: pd.DataFrame) -> Verdict:
     cheaper = cheaper_verdict(ratios, more=False)
     evidence = (f"GRU as good as the LSTM (better or tied) on {count}: {as_good}; {ratios_text(ratios, 'GRU', 'LSTM')}: "
                 f"{'cheaper' if cheaper == SUPPORTED else cheaper}; measured step time beside")
-    return verdict_of("C5", combine([as_good, cheaper]), evidence, comparisons + times, runs, wins=(BETTER, TIE))
+    return verdict_of("C5", combine([as_good, cheaper]), evidence, comparisons + times, runs, wins=(BETTER, TIE),
+                      extra=kernel_times(frame, [("gru", "lstm"), ("gru_doc", "lstm_eq")]))
 
 
 RULES = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5}
