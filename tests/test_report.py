@@ -320,3 +320,20 @@ def test_report_on_a_store_with_unrelated_runs(tmp_path, store, fill):
     assert report_main([f"tracking.uri={store}", "--out", str(out), "--no-log"]) == 0
     text = (out / "report.md").read_text()
     assert "GRU/LSTM counts not recorded" in text and "nan" not in text.lower()
+
+
+def test_measured_times_beside_the_counts_come_from_kernels_of_the_same_kind(store, fill):
+    bench = Store.open(store, "bench")
+    for model, ms in (("gru", [30, 32, 31]), ("lstm", [20, 21, 22]), ("gru_doc", [50, 52, 51]), ("lstm_eq", [60, 62, 61])):
+        for round_, value in enumerate(ms):  # three rounds, the report takes their median
+            cell = bench.create_run(f"{model}-r{round_}", {"bench/role": "cell", "bench/status": "ok", "model": model})
+            cell.log_params({"device": "cpu", "precision": "32-true", "batch": 64, "seq_len": 100, "hidden": 256,
+                             "round": round_})
+            cell.log_metrics({"time/train_ms": value})
+            cell.set_status("FINISHED")
+    fill("C5", "gru", 50, [0.01] * 3)
+    fill("C5", "lstm", 50, [0.01] * 3)
+    lines = c5(load_runs(store)).extra
+    assert any(line.startswith("Measured step time gru/lstm (cpu, batch 64, length 100, median of 3 round(s)") and
+               "H 256: 1.48" in line for line in lines), lines
+    assert any("gru_doc/lstm_eq" in line and "H 256: 0.84" in line for line in lines), lines
