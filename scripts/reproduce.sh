@@ -8,8 +8,9 @@
 # always reads the whole store, so studies run earlier still count.
 # small: every small preset but minimal as one anytime sweep (hydra/sweeper=study, the order of docs/gpu.md:
 #        seeds 0 and 1 of every setting first, the presets taking turns), two jobs at a time on a
-#        2-core CPU (hydra/launcher=pack, one thread each); sized for under 30 minutes on a quiet
-#        2-core CPU. C2 reads the gradient flow of the C1 length study's runs.
+#        2-core CPU (hydra/launcher=pack, one thread each); then the bench's kernels of the same
+#        kind side by side (grid=claims, 2 rounds: the times C3 and C5 show beside their counts);
+#        sized for under 30 minutes on a quiet 2-core CPU. C2, C3 and C5 read the C1 studies' runs.
 # full:  sized for one GPU, closer to the papers' settings.
 # Runs go to $MLFLOW_TRACKING_URI, else ./mlflow.db; the report to ./report-<scale>/.
 # Failed jobs do not stop the others; the script then exits non-zero.
@@ -35,6 +36,10 @@ python -m grubench -m hydra/sweeper=study hydra/launcher=pack hydra.sweeper.scal
   "hydra.sweeper.presets=[$presets]" hydra.sweeper.device=cpu \
   hydra.sweep.dir="multirun/small/study/$(date +%Y-%m-%d_%H-%M-%S)" || failed+=(study)
 echo "== small studies ($presets): $((SECONDS - start)) s"
+bench=$SECONDS
+python -m grubench.bench grid=claims rounds=2 repeats=3 progress=false \
+  hydra.run.dir="outputs/bench/$(date +%Y-%m-%d_%H-%M-%S)" > /dev/null || failed+=(bench)
+echo "== bench (grid=claims): $((SECONDS - bench)) s"
 
 python -m grubench.report --out "report-$scale" || failed+=(report)
 echo "all studies and the report: $((SECONDS - start)) s"
