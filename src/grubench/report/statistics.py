@@ -102,7 +102,8 @@ class Survival:
 
 def times_to_solve(a: Sequence[tuple[float, bool]], b: Sequence[tuple[float, bool]]) -> Survival | None:
     """Compare censored times: `a`, `b` are [(step, solved)], the step being the solve step when
-    solved, the budget otherwise. None when either has fewer than 2 runs."""
+    solved, the budget otherwise. None when either has fewer than 2 runs whose step is known."""
+    a, b = ([(s, bool(done)) for s, done in runs if not math.isnan(s)] for runs in (a, b))
     if len(a) < 2 or len(b) < 2:
         return None
 
