@@ -38,6 +38,8 @@ def main(argv: list[str]) -> None:
     rows = []
     for run in client.search_runs([experiment.experiment_id], "attributes.status != 'RUNNING'", max_results=5000):
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        if "optim/lr" not in params:  # ended before it recorded its config
+            continue
         budget = metrics.get("train/budget_steps", math.nan)
         solved = metrics.get("solve/solved", 0) == 1 and run.info.status == "FINISHED"
         rows.append({"study": tags.get("study"), "dataset": tags.get("dataset"), "T": params.get("dataset/seq_len"),
