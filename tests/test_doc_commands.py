@@ -82,5 +82,5 @@ def test_the_readme_refusals_print_what_the_readme_says(tmp_path):
 def test_help_lists_this_commands_choices_only(tmp_path):
     result = main_command(["--help"], tmp_path)
     assert result.returncode == 0
-    assert "+model: gru, gru_doc" in result.stdout and "dataset: adding, chorales" in result.stdout
+    assert "+model: gru, gru_doc" in result.stdout and "dataset: adding, arrays, chorales" in result.stdout
     assert "grid" not in result.stdout and "_base" not in result.stdout  # the bench's grids, the shared bases

@@ -44,7 +44,8 @@ class TensorBatches:
     the order wrapped round to a multiple of W so that all take the same number of batches.
 
     Masked batches `(x, y, mask)` are cut to the longest sequence they hold (the lengths are
-    counted once, on the CPU, so cutting needs no device synchronisation).
+    counted once, on the CPU, so cutting needs no device synchronisation); a y of one target per
+    sequence ([B]) is left whole.
     """
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool = False, seed: int = 0):
@@ -80,7 +81,7 @@ class TensorBatches:
                 batch = tuple(t[on_device[start : start + self.batch_size]] for t in self.tensors)
             if self.lengths is not None:
                 longest = int(self.lengths[index].max())
-                batch = tuple(t[:, :longest] for t in batch)
+                batch = tuple(t[:, :longest] if t.dim() >= 2 else t for t in batch)  # not a y [B] of one per sequence
             yield batch
 
     def state_dict(self) -> dict:
@@ -145,6 +146,11 @@ class SequenceDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         self.setup()
         return {name: len(tensors[0]) for name, tensors in self.splits.items()}
+
+    def unequal_lengths(self) -> bool:
+        """Whether the sequences differ in length: some split's batches carry a mask that pads."""
+        self.setup()
+        return any(len(t) == 3 and t[2].dtype == torch.bool and not bool(t[2].all()) for t in self.splits.values())
 
     def describe(self) -> dict[str, int | float]:
         """Statistics of the data as it is fed, by name: here the number of sequences per split
