@@ -90,6 +90,8 @@ BUILT = [
     (["+model=gru", f"tracking.uri=/tmp/{'x' * 300}.db"], "file name too long"),
     (["+model=gru", "model.hidden_size=100000"], "parameters need about"),
     (["+model=gru", "dataset.seq_len=9999999999999"], "the data set needs about"),
+    (["+model=gru", "dataset=uea", "dataset.name=JapaneseVowels", "gradient_flow=[0]"], "measured on sequences of one length"),
+    (["+model=gru", "model.bidirectional=true", "gradient_flow=[0]"], "for one direction only"),
     (["resume=nope"], "nope"),
     (["resume=nope", "tracking.uri=other.db"], "other.db"),
     (["-m", "hydra/sweeper=grubench_optuna", "+model=gru", "seed=0,1",

@@ -86,6 +86,8 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, "dataset")
     make_data(cfg, datamodule)
+    if cfg.gradient_flow:
+        check_gradient_flow(cfg, datamodule)
     spec = datamodule.spec
     guards.check_model_fits(cfg, parameter_count(cfg, spec), cuda=uses_cuda(cfg.trainer))
     task = SequenceTask(cfg.model, cfg.optim, spec)
@@ -135,6 +137,17 @@ def make_data(cfg: DictConfig, datamodule: SequenceDataModule) -> None:
         if guards.out_of_memory(failure):
             raise ConfigError(guards.out_of_memory_message(cfg, "making the data")) from failure
         raise ConfigError(f"bad dataset config: {first_line(failure)}") from failure
+
+
+def check_gradient_flow(cfg: DictConfig, datamodule: SequenceDataModule) -> None:
+    """The gradient flow through time is measured on one direction over sequences of one length:
+    refuse the others before any run opens."""
+    if cfg.model.get("bidirectional"):
+        raise ConfigError(f"gradient_flow={list(cfg.gradient_flow)}: measured through time for one direction only; "
+                          "set model.bidirectional=false or gradient_flow=[]")
+    if datamodule.unequal_lengths():
+        raise ConfigError(f"gradient_flow={list(cfg.gradient_flow)}: measured on sequences of one length, and "
+                          f"dataset {datamodule.spec.name}'s differ; set gradient_flow=[]")
 
 
 def parameter_count(cfg: DictConfig, spec) -> int:

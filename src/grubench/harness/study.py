@@ -151,6 +151,15 @@ SOURCES = {
     "grubench.data.SequentialMNISTDataModule": (60000, 784),
 }
 OTHER_SOURCE = (1000, 50)  # a data module of a config of one's own (--config-dir) that this table does not know
+# The UCR/UEA problems by name (dataset=uea): training cases of the archive's split, longest length.
+UEA_SOURCES = {"JapaneseVowels": (270, 29), "BasicMotions": (40, 100)}
+
+
+def source(data: DictConfig) -> tuple[int, int]:
+    """(examples, time steps) of a data set whose config holds neither."""
+    if data._target_ == "grubench.data.UEADataModule":
+        return UEA_SOURCES.get(data.get("name"), OTHER_SOURCE)
+    return SOURCES.get(data._target_, OTHER_SOURCE)
 
 
 def training_examples(data: DictConfig) -> int:
@@ -160,7 +169,7 @@ def training_examples(data: DictConfig) -> int:
     if "train_size" in data:
         examples = data.train_size
     else:
-        examples = min(SOURCES.get(data._target_, OTHER_SOURCE)[0], data.get("max_pieces") or math.inf)
+        examples = min(source(data)[0], data.get("max_pieces") or math.inf)
         examples -= data.get("val_size") or 0
         examples = round(examples * (1 - data.get("val_fraction", 0) - data.get("test_fraction", 0)))
     return min(examples, data.limit) if data.get("limit") else examples
@@ -171,7 +180,7 @@ def sequence_length(data: DictConfig) -> int:
     rows` reads a square image one row per step)."""
     if "seq_len" in data:
         return data.seq_len
-    steps = SOURCES.get(data._target_, OTHER_SOURCE)[1]
+    steps = source(data)[1]
     return math.isqrt(steps) if data.get("steps") == "rows" else steps
 
 
