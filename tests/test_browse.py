@@ -16,3 +16,6 @@ def test_run_names_carry_the_seed_and_stay_unique(store):
     store.create_run(f"{name}-2", {})
     assert browse.unique_name(store, name) == f"{name}-3"
     assert browse.run_name("mine", "gru", "adding", 3, []) == "mine"
+    # where the store is belongs to no name
+    assert browse.run_name(None, "gru", "adding", 0, ["+model=gru", "tracking.uri=http://127.0.0.1:5000",
+                                                      "tracking.experiment=x", "optim.lr=0.1"]) == "gru-adding-optim.lr=0.1-seed0"

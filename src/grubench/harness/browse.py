@@ -1,6 +1,7 @@
 """How a run reads in the MLflow UI (3.x): which model did best, without clicking.
 
-    run name      <model>-<dataset>[-<other overrides>]-seed<N>, unique in its experiment
+    run name      <model>-<dataset>[-<other overrides>]-seed<N>, unique in its experiment (where
+                  the store is, `tracking.*`, is no part of a name)
     description   the summary line the command printed (tag mlflow.note.content)
     dataset       the data set as the run's dataset input: name, a digest of its config, sizes
     the link      the experiment's runs table in a saved view (an experiment tag
@@ -32,6 +33,7 @@ from grubench.internals import (
 
 # Keys of the Hydra overrides that already appear in a run name's first part (or its end: the seed).
 NAMED_IN_RUN_NAME = ("model", "+model", "dataset", "seed")
+STORE_KEYS = "tracking."   # where a run is stored (tracking.uri, tracking.experiment): not what it is
 LOCAL_UI = "http://127.0.0.1:5000"   # where `mlflow ui` serves by default
 
 
@@ -39,8 +41,13 @@ def run_name(given: str | None, model: str, dataset: str, seed: int, overrides: 
     """`given` (the run_name setting), or <model>-<dataset>, the overrides that set anything else, the seed."""
     if given:
         return str(given)
-    extra = [o.lstrip("+~") for o in overrides if o.split("=", 1)[0] not in NAMED_IN_RUN_NAME]
+    extra = [o.lstrip("+~") for o in naming(overrides) if o.split("=", 1)[0] not in NAMED_IN_RUN_NAME]
     return "-".join([model, dataset, *extra, f"seed{seed}"])
+
+
+def naming(overrides: list[str]) -> list[str]:
+    """The overrides that may name a run (a job, or a sweep's parent): those of `tracking.*` left out."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(STORE_KEYS)]
 
 
 def unique_name(store: Store, name: str) -> str:

@@ -6,13 +6,17 @@ lines, a torch deprecation raised inside Lightning — and prints each warning t
 line, without the library's file path (`plain_warnings`, again once Lightning, which sets its
 own format, is imported). It runs before those libraries are imported: their
 loggers are quieted by name (Lightning resets its top-level logger when imported, not these),
-MLflow by its own environment variable.
+MLflow by its own environment variables.
+
+Whatever `verbose` says, no password in a URL is shown: `redact` hides it, and every log record
+(Hydra's list of a sweep's jobs and their overrides among them) passes through it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 # Loggers whose INFO lines are notices, not results: "GPU available: ...", "💡 Tip: ...",
@@ -32,12 +36,44 @@ IGNORED_WARNINGS = (
     r"The number of training batches .* is smaller than the logging interval",  # tiny runs
 )
 
+# The password of a URL: scheme://user:PASSWORD@host.
+PASSWORD_IN_URL = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it shown as ***: http://ann:***@host."""
+    return PASSWORD_IN_URL.sub(r"\1:***@", text)
+
+
+def redact_logs() -> None:
+    """Redact every log record as it is made (Hydra's list of a sweep's jobs and their overrides
+    among them): Hydra sets up its log handlers again for each batch of jobs, so a filter on a
+    handler would not last."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacts", False):
+        return
+
+    def redacting(*args, **kwargs) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted: logging reports it when it is written
+            return record
+        if redact(message) != message:
+            record.msg, record.args = redact(message), None
+        return record
+
+    redacting.redacts = True
+    logging.setLogRecordFactory(redacting)
+
 
 def quiet(verbose: bool) -> None:
-    """Quiet the libraries' notices (unless `verbose`) and print warnings on one line."""
+    """Quiet the libraries' notices (unless `verbose`) and print warnings on one line; never show a password."""
+    redact_logs()
     if verbose:
         return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # resume downloads config.yaml
     for name in NOTICE_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in IGNORED_WARNINGS:

@@ -147,7 +147,9 @@ def check_jobs(config: DictConfig) -> None:
     from grubench.config import check, hydra_error_line
 
     loader = GlobalHydra.instance().config_loader()
-    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    from grubench.harness.study import as_written
+
+    params = [f"{key}={value}" for key, value in as_written(config.hydra.sweeper.get("params")).items()]
     try:
         jobs = covering_jobs([*params, *config.hydra.overrides.task])
         for overrides in jobs:
@@ -192,7 +194,7 @@ class MultirunParent(Callback):
 def open_parent(config: DictConfig) -> None:
     """Open the sweep's parent run (creating the store and the experiment, once, before any job)
     and write its id into the sweep folder, where every job reads it."""
-    from grubench.harness import devices
+    from grubench.harness import browse, devices
     from grubench.harness.runs import tracked_run
     from grubench.harness.store import Store, resolve_uri
 
@@ -205,7 +207,8 @@ def open_parent(config: DictConfig) -> None:
     overrides = " ".join(config.hydra.overrides.task)
     global _parent
     stack = ExitStack()
-    parent = stack.enter_context(tracked_run(store, f"sweep {overrides}".strip(), {
+    name = f"sweep {' '.join(browse.naming(config.hydra.overrides.task))}".strip()
+    parent = stack.enter_context(tracked_run(store, name, {
         "sweep": "parent", "overrides": overrides, "claims": ",".join(config.get("claims") or []),
         "sweep_dir": str(sweep_dir.resolve())}))
     _parent = (stack, parent)
