@@ -164,8 +164,9 @@ class SolveStep(pl.Callback):
         solve/step     the first step whose validation score is solved (only when one is)
         solve/solved   1 when the run reached the solved level, 0 when it never did
         train/steps    the optimiser steps trained, so that "never solved" says in how many
-        train/budget_steps   the steps the run was given (logged when training starts, so that a
-                       run that fails has it too: the report censors unsolved runs there)
+        train/budget_steps   the steps the run was given (logged when training starts from step
+                       0, so that a run that fails has it too: the report censors unsolved
+                       runs there; a resumed run has it from its first start)
 
     The solved level is absolute for tasks with a known ceiling (adding: MSE <= 0.01, copy:
     recall accuracy >= 0.99) and relative to the run's own best validation score elsewhere, so
@@ -187,9 +188,11 @@ class SolveStep(pl.Callback):
             self.history.append((trainer.global_step, float(value)))
 
     def on_train_start(self, trainer, pl_module):
+        if trainer.global_step:
+            return
         for logger in trainer.loggers:
             logger.log_metrics({"train/budget_steps": float(trainer.estimated_stepping_batches)},
-                               step=trainer.global_step)
+                               step=0)
 
     def on_train_end(self, trainer, pl_module):
         metrics = {"train/steps": float(trainer.global_step)}
