@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from filelock import FileLock, Timeout
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from grubench.errors import TrackingError, first_line
@@ -241,7 +242,13 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         return experiment.experiment_id
     path = sqlite_path(uri)
     location = (path.parent / "mlartifacts").as_uri() if path else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as error:
+        # over HTTP no lock is held: another process made it a moment ago (a shared search's workers)
+        if error.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def recorded(value: Any) -> str:
