@@ -96,9 +96,12 @@ def test_a_clear_effect_with_five_seeds_is_decided(store, fill):
     verdict = c1(load_runs(store))
     assert verdict.verdict == SUPPORTED, verdict.evidence
     assert [r["outcome"] for r in verdict.rows if r["deciding"]] == [BETTER, BETTER]
-    assert "solved 5/5 vs 0/5" in verdict.rows[0]["effect"]
-    assert "lstm +0.483 [" in verdict.rows[1]["effect"] and "better in 5/5 seeds" in verdict.rows[1]["effect"]
+    assert "lstm solved 5/5 vs rnn 0/5, median step" in verdict.rows[0]["effect"] and "vs never" in verdict.rows[0]["effect"]
+    assert "lstm ahead of rnn by +0.483 [" in verdict.rows[1]["effect"] and "lstm better in 5/5 seeds" in verdict.rows[1]["effect"]
     assert verdict.rows[0]["said"] == "LSTM better"
+    # the summary table's line per deciding setting: the outcome in the claim's words, the effect
+    assert verdict.deciding[0].startswith("adding T=100: **LSTM better**: lstm solved 5/5 vs rnn 0/5")
+    assert verdict.deciding[1].startswith("copy T=30: **LSTM better**: lstm ahead of rnn by +0.483 [")
 
 
 def test_two_noisy_seeds_are_inconclusive_not_a_tie(store, fill):
@@ -183,6 +186,11 @@ def test_c3_and_c5_decide_cost_by_exact_counts_and_show_time_beside(store, fill)
                                             ("C5", "gru", 12672, 25344, [45, 46, 44]), ("C5", "lstm", 16896, 33792, [30, 31, 29])):
         fill(claim, model, 100 if claim == "C3" else 50, [0.01] * 3, **{"params/recurrent": [params] * 3,
              "flops/step": [flops] * 3, "speed/step_ms": ms})
+    # a second task with another input size, and more seeds of one model there: the ratio is taken
+    # within each setting, never between one model's adding runs and the other's copy runs
+    for model, params, seeds in (("gru", 14592, 1), ("lstm", 19456, 3)):
+        fill("C5", model, 30, [0.5] * seeds, dataset="copy", metric="acc",
+             **{"params/recurrent": [params] * seeds, "flops/step": [2 * params] * seeds})
     c3_verdict, c5_verdict = c3(load_runs(store)), c5(load_runs(store))
     assert c3_verdict.verdict == SUPPORTED and "recurrent parameters 4.00, multiply-adds per step 4.00" in c3_verdict.evidence
     assert [r["deciding"] for r in c3_verdict.rows] == [False]  # the step time is shown, it decides nothing
@@ -219,9 +227,10 @@ def test_each_claim_reads_one_scale(store, fill):
     assert set(runs["study"]) == {"full/c1"} and len(runs) == 10
 def test_html_has_the_tables_embeds_the_figures_and_colours_the_verdicts(tmp_path):
     (tmp_path / "c1.png").write_bytes(b"\x89PNG fake")
-    page = to_html("# r\n\n| claim | verdict |\n|---|---|\n| C1 | **mixed** |\n\nmse < 0.01 & <em>x</em> `a<b>`\n\n![C1](c1.png)\n",
-                   tmp_path)
+    page = to_html("# r\n\n| claim | verdict |\n|---|---|\n| C1 | **mixed** |\n| C2 | a<br>b |\n\n"
+                   "mse < 0.01 & <em>x</em> `a<b>`\n\n![C1](c1.png)\n", tmp_path)
     assert "<th>claim</th>" in page and "<td>C1</td>" in page
+    assert "<td>a<br>b</td>" in page  # a line in a cell: the one tag the report writes
     assert '<strong style="color:#bc4c00">mixed</strong>' in page
     assert 'src="data:image/png;base64,iVBORyBmYWtl"' in page  # base64 of the file's bytes
     assert "mse &lt; 0.01 &amp; &lt;em&gt;x&lt;/em&gt; <code>a&lt;b&gt;</code>" in page  # text stays text

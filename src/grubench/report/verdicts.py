@@ -77,6 +77,7 @@ TOO_FEW_SEEDS = "inconclusive (too few seeds)"
 SOLVED_SHARE = 2 / 3  # C1's memory length: solved in at least this share of the seeds
 
 # Each outcome in the claim's own words: (better, worse, tie) for the claim's model.
+MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 WORDS = {
     "C1": ("LSTM better", "RNN better", "as good"),
     "C2": ("LSTM's gradient vanishes less", "RNN's gradient vanishes less", "vanish alike"),
@@ -106,9 +107,10 @@ class Comparison:
     study: str = ""
     label: str = ""              # what is compared, when a claim compares more than one pair
     outcome: str = ""
+    words: tuple[str, ...] = ()  # the outcomes better, worse, tie in the claim's words (default: WORDS)
 
     def row(self) -> dict:
-        words = WORDS.get(self.claim)
+        words = self.words or WORDS.get(self.claim)
         said = dict(zip(DECISIVE, words)).get(self.outcome, self.outcome) if words else self.outcome
         return {"setting": self.setting + (f": {self.label}" if self.label else ""), "deciding": self.deciding,
                 **self.cells, "effect": self.effect, "test": self.test, "outcome": self.outcome, "said": said,
@@ -124,16 +126,18 @@ class Verdict:
     studies: list[str] = field(default_factory=list)  # "study [budget]" of the runs read
     literature: str = ""
     extra: list[str] = field(default_factory=list)    # lines the report shows under the verdict
+    counted: str = ""                                  # what exact counts decide (C3, C5's cost)
 
     @property
     def rows(self) -> list[dict]:
         return [c.row() for c in self.comparisons]
 
     @property
-    def decisive(self) -> list[str]:
-        """The deciding settings that decided, with their outcome and effect."""
-        return [f"{c.setting}{f' {c.label}' if c.label else ''}: {c.row()['said']} ({c.effect})"
-                for c in self.comparisons if c.deciding and c.outcome in DECISIVE]
+    def deciding(self) -> list[str]:
+        """Each deciding setting's outcome in the claim's words, its effect (with its interval,
+        or the solved counts) and its seeds; then what exact counts decided."""
+        return [f"{c.setting}{f' {c.label}' if c.label else ''}: **{c.row()['said']}**: {c.effect}"
+                for c in self.comparisons if c.deciding] + ([self.counted] if self.counted else [])
 
 
 def seeds_of(part: pd.DataFrame, model: str, column: str = "score") -> dict:
@@ -191,9 +195,9 @@ def compare(runs: pd.DataFrame, claim: str, setting: str, a: str, b: str, label:
             return result
         result.test = "log-rank on the steps to solve (unsolved runs censored at their budget)"
         result.p, result.direction = survival.p_differ, {"a": 1, "b": -1}.get(survival.sooner, 0)
-        medians = " vs ".join("-" if math.isnan(m) else f"{m:.0f}" for m in (survival.median_a, survival.median_b))
-        result.effect = (f"solved {survival.solved_a}/{survival.n_a} vs {survival.solved_b}/{survival.n_b}, "
-                         f"median step {medians}, p = {survival.p_differ:.2g}")
+        medians = " vs ".join("never" if math.isnan(m) else f"{m:.0f}" for m in (survival.median_a, survival.median_b))
+        result.effect = (f"{a} solved {survival.solved_a}/{survival.n_a} vs {b} {survival.solved_b}/{survival.n_b}, "
+                         f"median step {medians}, log-rank p = {survival.p_differ:.2g}")
         if both.groupby("model")["solved"].all().all():
             budget = float(both["budget_steps"].max())
             steps = paired(seeds_of(part, a, "solve_step"), seeds_of(part, b, "solve_step"), False,
@@ -207,15 +211,17 @@ def compare(runs: pd.DataFrame, claim: str, setting: str, a: str, b: str, label:
         return result
     result.p, result.p_equivalent = scores.p_differ, scores.p_equivalent
     result.direction = int(np.sign(scores.mean))
-    result.effect = paired_effect(scores, a, metric)
+    result.effect = paired_effect(scores, a, b, metric)
     return result
 
 
-def paired_effect(scores, a: str, unit: str) -> str:
-    """"lstm +0.142 [+0.140, +0.144] mse, better in 6/6 seeds, p = 0.031" (positive favours a)."""
-    return (f"{a} {scores.mean:+.3g} [{scores.low:+.3g}, {scores.high:+.3g}] {unit} (margin {scores.margin:.3g}), "
-            f"better in {scores.wins}/{scores.n} seeds, paired t p = {scores.p_differ:.2g} (sign-flip "
-            f"{scores.p_sign_flip:.2g})")
+def paired_effect(scores, a: str, b: str, unit: str) -> str:
+    """"lstm ahead of rnn by +0.142 [+0.140, +0.144] mse (margin 0.01), better in 6/6 seeds, paired t
+    p = 0.031 (sign-flip 0.031)": the mean paired difference in a's favour (negative: b ahead) with
+    its 95% interval."""
+    return (f"{a} ahead of {b} by {scores.mean:+.3g} [{scores.low:+.3g}, {scores.high:+.3g}] {unit} (margin "
+            f"{scores.margin:.3g}), {a} better in {scores.wins}/{scores.n} seeds, paired t p = {scores.p_differ:.2g} "
+            f"(sign-flip {scores.p_sign_flip:.2g})")
 
 
 def compare_quantity(runs: pd.DataFrame, claim: str, setting: str, a: str, b: str, column: str, higher: bool,
@@ -244,7 +250,7 @@ def compare_quantity(runs: pd.DataFrame, claim: str, setting: str, a: str, b: st
         result.blocked = result.blocked or "too few seeds"
         return result
     result.p, result.p_equivalent, result.direction = scores.p_differ, scores.p_equivalent, int(np.sign(scores.mean))
-    result.effect = paired_effect(scores, a, label)
+    result.effect = paired_effect(scores, a, b, label)
     return result
 
 
@@ -397,11 +403,18 @@ def c2(frame: pd.DataFrame) -> Verdict:
 
 def counts(runs: pd.DataFrame, model: str, rival: str) -> tuple[float, float]:
     """(recurrent parameters, multiply-adds per step) of model / rival: exact counts each run
-    records (grubench.models.counting); NaN where not recorded."""
+    records (grubench.models.counting), as a ratio within each setting (the input size differs
+    between tasks), the median over the settings where both ran; NaN where not recorded."""
     ratios = []
     for column in ("metrics.params/recurrent", "metrics.flops/step"):
-        per_model = runs.groupby("model")[column].median() if column in runs else pd.Series(dtype=float)
-        ratios.append(per_model.get(model, math.nan) / per_model.get(rival, math.nan) if len(per_model) else math.nan)
+        if column not in runs:
+            ratios.append(math.nan)
+            continue
+        per_setting = runs.groupby(["setting", "model"])[column].median().unstack("model")
+        if model not in per_setting or rival not in per_setting:
+            ratios.append(math.nan)
+            continue
+        ratios.append(float((per_setting[model] / per_setting[rival]).median()))
     return ratios[0], ratios[1]
 
 
@@ -424,6 +437,7 @@ def step_times(runs: pd.DataFrame, claim: str, model: str, rival: str) -> list[C
                               "step ms") for s in settings_of(runs)]
     for c in (c for c in found if c is not None):
         c.deciding = False
+        c.words = (f"{MODEL_NAMES.get(model, model)} faster", f"{MODEL_NAMES.get(model, model)} slower", "as fast")
     return [c for c in found if c is not None]
 
 
@@ -455,8 +469,10 @@ def c3(frame: pd.DataFrame) -> Verdict:
     times = step_times(runs, "C3", "lstm", "rnn") if not runs.empty else []
     decide(times)
     verdict = cheaper_verdict(ratios, more=True)
-    return verdict_of("C3", verdict, f"{ratios_text(ratios, 'LSTM', 'RNN')} (exact counts decide; measured step "
-                      "time beside)", times, runs, wins=(WORSE,), extra=kernel_times(frame, [("lstm", "rnn")]))
+    found = verdict_of("C3", verdict, f"{ratios_text(ratios, 'LSTM', 'RNN')} (exact counts decide; measured step "
+                       "time beside)", times, runs, wins=(WORSE,), extra=kernel_times(frame, [("lstm", "rnn")]))
+    found.counted = f"exact counts: **{'costlier' if verdict == SUPPORTED else verdict}**: {ratios_text(ratios, 'LSTM', 'RNN')}"
+    return found
 
 
 def forget_gate_outcome(vs_input: str, vs_output: str) -> str:
@@ -517,8 +533,11 @@ def c5(frame: pd.DataFrame) -> Verdict:
     cheaper = cheaper_verdict(ratios, more=False)
     evidence = (f"GRU as good as the LSTM (better or tied) on {count}: {as_good}; {ratios_text(ratios, 'GRU', 'LSTM')}: "
                 f"{'cheaper' if cheaper == SUPPORTED else cheaper}; measured step time beside")
-    return verdict_of("C5", combine([as_good, cheaper]), evidence, comparisons + times, runs, wins=(BETTER, TIE),
-                      extra=kernel_times(frame, [("gru", "lstm"), ("gru_doc", "lstm_eq")]))
+    found = verdict_of("C5", combine([as_good, cheaper]), evidence, comparisons + times, runs, wins=(BETTER, TIE),
+                       extra=kernel_times(frame, [("gru", "lstm"), ("gru_doc", "lstm_eq")]))
+    found.counted = (f"exact counts: **{'cheaper' if cheaper == SUPPORTED else cheaper}**: "
+                     f"{ratios_text(ratios, 'GRU', 'LSTM')}")
+    return found
 
 
 RULES = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5}
