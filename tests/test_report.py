@@ -208,7 +208,7 @@ def test_c4_b_reads_the_lstm_of_the_same_implementation_and_initialisation(store
     janet = [r for r in verdict.rows if "(b)" in r["setting"]]
     assert [r["outcome"] for r in janet] == [BETTER, BETTER] and all(r["deciding"] for r in janet)
     assert [r["deciding"] for r in verdict.rows if "torch's LSTM" in r["setting"]] == [False, False]
-    assert "(b) JANET better than the LSTM of the same implementation and initialisation on 2 of 2" in verdict.evidence
+    assert "(b) supported: JANET better than the LSTM of the same implementation and initialisation on 2 of 2" in verdict.evidence
 
 
 def test_the_forget_gate_loses_a_setting_as_soon_as_another_gate_matters_as_much():

@@ -286,14 +286,15 @@ def share_rule(comparisons: list[Comparison], wins=(BETTER,)) -> tuple[str, str]
     kinds = sorted({c.kind for c in decisive})
     if not deciding:
         return INCONCLUSIVE, "no deciding setting: the runs' presets name none for this claim"
-    if len(decisive) < MIN_SETTINGS or len(kinds) < MIN_KINDS:
-        return INCONCLUSIVE, (f"{len(decisive)} decisive settings from {len(kinds)} kind(s) of task ({MIN_SETTINGS} "
-                              f"from {MIN_KINDS} kinds needed)" + (f"; inconclusive: {why}" if why else ""))
     won = sum(c.outcome in wins for c in decisive)
+    if len(decisive) < MIN_SETTINGS or len(kinds) < MIN_KINDS:
+        return INCONCLUSIVE, (f"too few settings: {len(decisive)} decided ({won} for the claim, {len(decisive) - won} "
+                              f"against) from {len(kinds)} kind(s) of task, {MIN_SETTINGS} from {MIN_KINDS} kinds "
+                              "needed" + (f"; undecided: {why}" if why else ""))
     share = won / len(decisive)
     verdict = SUPPORTED if share >= 2 / 3 else NOT_SUPPORTED if share <= 1 / 3 else MIXED
-    return verdict, (f"{won} of {len(decisive)} decisive settings ({', '.join(kinds)})"
-                     + (f"; inconclusive: {why}" if why else ""))
+    return verdict, (f"{won} of {len(decisive)} decided settings ({', '.join(kinds)})"
+                     + (f"; undecided: {why}" if why else ""))
 
 
 def combine(parts: list[str]) -> str:
@@ -517,9 +518,9 @@ def c4(frame: pd.DataFrame) -> Verdict:
         c.claim = "C4b"
     forget_verdict, forget_count = share_rule(forget)
     janet_verdict, janet_count = share_rule(janet)
-    evidence = (f"(a) removing the forget gate costs more than removing the input and the output gate on "
-                f"{forget_count}: {forget_verdict}; (b) JANET better than the LSTM of the same implementation and "
-                f"initialisation on {janet_count}: {janet_verdict}")
+    evidence = (f"(a) {forget_verdict}: removing the forget gate costs more than removing the input and the output "
+                f"gate on {forget_count}; (b) {janet_verdict}: JANET better than the LSTM of the same implementation "
+                f"and initialisation on {janet_count}")
     return verdict_of("C4", combine([forget_verdict, janet_verdict]), evidence, forget + janet + context, runs)
 
 
@@ -531,8 +532,8 @@ def c5(frame: pd.DataFrame) -> Verdict:
     as_good, count = share_rule(comparisons, wins=(BETTER, TIE))
     ratios = counts(runs, "gru", "lstm") if not runs.empty else (math.nan, math.nan)
     cheaper = cheaper_verdict(ratios, more=False)
-    evidence = (f"GRU as good as the LSTM (better or tied) on {count}: {as_good}; {ratios_text(ratios, 'GRU', 'LSTM')}: "
-                f"{'cheaper' if cheaper == SUPPORTED else cheaper}; measured step time beside")
+    evidence = (f"as good: {as_good}, the GRU as good as the LSTM (better or tied) on {count}; cheaper: {cheaper}, "
+                f"{ratios_text(ratios, 'GRU', 'LSTM')}; measured step time beside")
     found = verdict_of("C5", combine([as_good, cheaper]), evidence, comparisons + times, runs, wins=(BETTER, TIE),
                        extra=kernel_times(frame, [("gru", "lstm"), ("gru_doc", "lstm_eq")]))
     found.counted = (f"exact counts: **{'cheaper' if cheaper == SUPPORTED else cheaper}**: "
