@@ -82,6 +82,7 @@ MAIN = [
 BUILT = [
     (["+model=gru", "dataset.seq_len=1"], "the adding problem needs seq_len >= 2"),
     (["+model=gru", "model.dropout=1.5"], "dropout"),
+    (["+model=gru", "model.init=jax"], "init must be 'torch' or 'keras'"),
     (["+model=gru", "trainer.precision=fp7"], "bad trainer config: Precision 'fp7' is invalid"),
     (["+model=gru", "tracking.uri=http://127.0.0.1:9/"], "tracking.uri"),
     (["+model=gru", "tracking.uri=file:///tmp/runs"], "file:///tmp/runs"),

@@ -197,10 +197,14 @@ class JANETCell(Cell):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
+        self.fill_chrono_biases()
+
+    @torch.no_grad()
+    def fill_chrono_biases(self) -> None:
+        """b_f = log U[1, t_max] per unit, b_c = 0."""
         H = self.hidden_size
-        with torch.no_grad():
-            self.bias[:H].uniform_(1.0, float(self.t_max)).log_()
-            self.bias[H:].zero_()
+        self.bias[:H].uniform_(1.0, float(self.t_max)).log_()
+        self.bias[H:].zero_()
 
     def step(self, xp, c, U):
         s, pre_c = torch.addmm(xp, c, U).chunk(2, dim=1)
@@ -243,12 +247,16 @@ class ForgetGateCell(Cell):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
+        self.fill_gate_biases(self.forget_bias)
+
+    def fill_gate_biases(self, forget_bias: float | str | None) -> None:
+        """`set_gate_biases` on this cell's forget (and, for chrono, input) gate."""
         main = self.bias if self.biases == 1 else self.bias_ih
         zero = ()
         if self.biases == 2:
-            gates = ("f", "i") if self.forget_bias == "chrono" else ("f",)
+            gates = ("f", "i") if forget_bias == "chrono" else ("f",)
             zero = tuple(b for b in (self.gate_block(self.bias_hh, g) for g in gates) if b is not None)
-        set_gate_biases(self.gate_block(main, "f"), self.gate_block(main, "i"), self.forget_bias, self.t_max, zero)
+        set_gate_biases(self.gate_block(main, "f"), self.gate_block(main, "i"), forget_bias, self.t_max, zero)
 
     def extra_repr(self) -> str:
         extra = "" if self.forget_bias is None else f", forget_bias={self.forget_bias!r}"

@@ -1,4 +1,5 @@
-"""The LSTM's gate-bias initialisations, for torch's fused nn.LSTM and for the cell LSTMs.
+"""Initialisations: the LSTM's gate biases (torch's fused nn.LSTM and the cell LSTMs), and
+Keras's defaults for a whole model (`keras_init`, the option `model.init=keras`).
 
 `forget_bias` chooses one of three:
 
@@ -18,6 +19,14 @@ to 0, so that b_ih + b_hh is the value and Keras' single bias (their sum) equals
 
 `FusedLSTM` is torch's nn.LSTM (cuDNN on a GPU, oneDNN on a CPU) with this option; the cells of
 `grubench.models.cells` with a forget gate take the same `forget_bias` (and `t_max`) arguments.
+
+`model.init` chooses the weights' initialisation for the whole model:
+
+    torch   every layer's own: torch's fused layers and the cells U(-1/sqrt(H), 1/sqrt(H)) for
+            every weight and bias, the head nn.Linear's kaiming-uniform (the default)
+    keras   Keras 3's defaults (the document's framework; `keras_init`): Glorot-uniform input
+            kernels and dense layers, orthogonal recurrent kernels, zero biases, and for a cell
+            with a forget gate b_f = 1 (Keras' unit_forget_bias=True)
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import torch
 from torch import nn
 
 FORGET_BIAS_CHOICES = "null (torch's default), a number (1.0: Jozefowicz et al. 2015) or 'chrono'"
+INITS = ("torch", "keras")
 
 
 def check_forget_bias(forget_bias, t_max: int | None, owner: str) -> float | str | None:
@@ -89,15 +99,61 @@ class FusedLSTM(nn.LSTM):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if not self.bias or self.forget_bias is None:
-            return
-        H = self.hidden_size
-        for layer in range(self.num_layers):
-            for suffix in ("", "_reverse")[: 2 if self.bidirectional else 1]:
-                b_ih = getattr(self, f"bias_ih_l{layer}{suffix}")
-                b_hh = getattr(self, f"bias_hh_l{layer}{suffix}")
-                zero = (b_hh[H:2 * H], b_hh[:H]) if self.forget_bias == "chrono" else (b_hh[H:2 * H],)
-                set_gate_biases(b_ih[H:2 * H], b_ih[:H], self.forget_bias, self.t_max, zero)
+        if self.bias:
+            fill_lstm_biases(self, self.forget_bias, self.t_max)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_bias={self.forget_bias!r}"
+
+
+def fill_lstm_biases(lstm: nn.LSTM, forget_bias, t_max: int | None) -> None:
+    """`set_gate_biases` on every layer and direction of torch's nn.LSTM (gate blocks i, f, g, o):
+    bias_ih's f block (chrono: and i block) gets the value, bias_hh's same blocks 0."""
+    if forget_bias is None:
+        return
+    H = lstm.hidden_size
+    for layer in range(lstm.num_layers):
+        for suffix in ("", "_reverse")[: 2 if lstm.bidirectional else 1]:
+            b_ih = getattr(lstm, f"bias_ih_l{layer}{suffix}")
+            b_hh = getattr(lstm, f"bias_hh_l{layer}{suffix}")
+            zero = (b_hh[H:2 * H], b_hh[:H]) if forget_bias == "chrono" else (b_hh[H:2 * H],)
+            set_gate_biases(b_ih[H:2 * H], b_ih[:H], forget_bias, t_max, zero)
+
+
+@torch.no_grad()
+def keras_init(model: nn.Module) -> None:
+    """Keras 3's default initialisation on every layer of `model`, in place:
+
+        input kernels W_ih, dense layers   Glorot uniform U(-a, a), a = sqrt(6 / (fan_in + fan_out))
+                                           (torch's weight [G*H, F]: fan_in F, fan_out G*H, as
+                                           Keras's kernel [F, G*H])
+        recurrent kernels W_hh [G*H, H]    orthogonal: W_hh^T W_hh = I_H (Keras's [H, G*H] has
+                                           orthonormal rows: the same matrix transposed)
+        embeddings                         U(-0.05, 0.05)
+        biases                             0; then a cell with a forget gate gets b_f = 1 (Keras'
+                                           unit_forget_bias=True) unless its config chose another
+                                           `forget_bias` (chrono, say), which it keeps; JANET keeps
+                                           its chrono forget bias, its authors' initialisation.
+
+    torch's two biases per gate (b_ih + b_hh) are both 0, so their sum is Keras's one bias.
+    """
+    from grubench.models.cells import ForgetGateCell, JANETCell  # cells import this module
+
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            nn.init.uniform_(module.weight, -0.05, 0.05)
+            continue
+        for name, parameter in module.named_parameters(recurse=False):
+            if name.startswith("weight_hh"):
+                nn.init.orthogonal_(parameter)
+            elif name.startswith("weight"):
+                nn.init.xavier_uniform_(parameter)
+            elif name.startswith("bias"):
+                nn.init.zeros_(parameter)
+        if isinstance(module, nn.LSTM) and module.bias:
+            chosen = getattr(module, "forget_bias", None)
+            fill_lstm_biases(module, 1.0 if chosen is None else chosen, getattr(module, "t_max", None))
+        elif isinstance(module, ForgetGateCell):
+            module.fill_gate_biases(1.0 if module.forget_bias is None else module.forget_bias)
+        elif isinstance(module, JANETCell):
+            module.fill_chrono_biases()

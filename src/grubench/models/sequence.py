@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from grubench.models import counting
+from grubench.models.init import INITS, keras_init
 from grubench.models.layers import accepts
 from grubench.spec import TaskSpec, require_positive
 
@@ -63,11 +64,14 @@ class SequenceModel(nn.Module):
             with sequences of unequal length the padded steps' outputs are zeros and the batch is
             padded with zeros to the task's `seq_len`, so a sequence gives the same output in
             any batch. Per-step tasks read every step whatever this says.
+        init: "torch" (each layer's own initialisation) or "keras" (Keras 3's defaults for
+            every layer: `grubench.models.init.keras_init`).
     """
 
     def __init__(self, task: TaskSpec, recurrent: Callable[..., nn.Module], name: str = "rnn",
                  hidden_size: int = 128, num_layers: int = 1, dropout: float = 0.0,
-                 bidirectional: bool = False, embed_dim: int | None = None, readout: str = "last"):
+                 bidirectional: bool = False, embed_dim: int | None = None, readout: str = "last",
+                 init: str = "torch"):
         super().__init__()
         require_positive(hidden_size=hidden_size, num_layers=num_layers)
         if embed_dim is not None:
@@ -76,6 +80,8 @@ class SequenceModel(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if readout not in ("last", "all_steps"):
             raise ValueError(f"readout must be 'last' or 'all_steps', got {readout!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be 'torch' or 'keras', got {init!r}")
         self.name = name
         self.task = task
         self.encoding, features = self._encoding(task, embed_dim)
@@ -91,6 +97,8 @@ class SequenceModel(nn.Module):
         if self.readout == "all_steps":
             features *= task.seq_len
         self.head = nn.Linear(features, task.num_outputs)
+        if init == "keras":
+            keras_init(self)
         self.last_recurrent_dtype: torch.dtype | None = None
 
     @staticmethod
