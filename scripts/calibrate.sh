@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Choose each model's learning rate for a study, on seeds kept apart from the seeds that decide.
 #
-#   scripts/calibrate.sh small [PRESET...]      # default: every small preset with a study_lr
+#   scripts/calibrate.sh small|full [PRESET...]   # default: every preset of that scale that decides a claim
 #
 # For each preset: its sweep on seeds 100 and 101 over the learning rates 0.003, 0.01 and 0.03,
 # recorded in the MLflow experiment `calibration` with no claim (the report never reads them);
@@ -11,7 +11,11 @@
 set -uo pipefail
 scale=${1:-small}
 presets=("${@:2}")
-((${#presets[@]})) || presets=(c1_lengths c1_copy c4_gates c4_copy)
+if ((${#presets[@]} == 0)); then  # the presets that name deciding settings (`decides:`)
+  for file in "$(dirname "$0")/../conf/experiment/$scale"/*.yaml; do
+    grep -q "^decides:" "$file" && presets+=("$(basename "$file" .yaml)")
+  done
+fi
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}
 start=$SECONDS
 for preset in "${presets[@]}"; do
