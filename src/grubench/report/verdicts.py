@@ -76,8 +76,8 @@ UNDERTRAINED = "inconclusive (undertrained)"
 TOO_FEW_SEEDS = "inconclusive (too few seeds)"
 SOLVED_SHARE = 2 / 3  # C1's memory length: solved in at least this share of the seeds
 
+MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}  # as the claims write them
 # Each outcome in the claim's own words: (better, worse, tie) for the claim's model.
-MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 WORDS = {
     "C1": ("LSTM better", "RNN better", "as good"),
     "C2": ("LSTM's gradient vanishes less", "RNN's gradient vanishes less", "vanish alike"),
