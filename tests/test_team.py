@@ -529,9 +529,14 @@ def test_an_experiment_another_worker_makes_at_the_same_moment_is_used(store):
     from grubench.harness.store import ensure_experiment
 
     client = MlflowClient(store)
-    made = client.create_experiment("raced")
-    looks, real_look = [], client.get_experiment_by_name
-    client.get_experiment_by_name = lambda name: real_look(name) if looks.append(name) or len(looks) > 1 else None
+    made = client.create_experiment("raced")  # by the other worker, just after this one looked
+    looks, look = [], client.get_experiment_by_name
+
+    def first_look_misses(name):
+        looks.append(name)
+        return None if len(looks) == 1 else look(name)
+
+    client.get_experiment_by_name = first_look_misses
     assert ensure_experiment(client, "raced", "http://host:5000") == made
 
 
