@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from grubench.report.evidence import Summary  # noqa: E402
@@ -49,7 +50,7 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
         metric = part["tags.task/metric"].iloc[0]
         if len(chance):
             ax.axhline(chance.iloc[0], color="grey", linestyle="--", label="chance")
-        ax.set_xscale("log")
+        length_axis(ax, part["length"])
         if metric == "mse":  # solved runs sit at 1e-4 and chance at 0.17: only a log scale shows both
             ax.set_yscale("log")
         ax.set_title(f"{dataset}: test score vs sequence length")
@@ -57,6 +58,14 @@ def score_vs_length(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.legend()
     return save(fig, path)
+
+
+def length_axis(ax, lengths: pd.Series) -> None:
+    """A log axis of sequence lengths, ticked at the lengths that ran, written as plain numbers."""
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(pd.to_numeric(lengths, errors="coerce").dropna().unique()))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def memory_length(runs: pd.DataFrame, lengths: dict[str, float], path: Path) -> Path | None:
@@ -74,7 +83,7 @@ def memory_length(runs: pd.DataFrame, lengths: dict[str, float], path: Path) -> 
         ax.plot(shares.index, shares.values, marker="o",
                 label=f"{model}: memory length {int(lengths.get(model) or 0) or 'none'}")
     ax.axhline(SOLVED_SHARE, color="grey", linestyle="--", linewidth=1, label="solved in 2/3 of the seeds")
-    ax.set_xscale("log")
+    length_axis(ax, adding["length"])
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("adding problem: share of seeds that solved it (MSE <= 0.01)")
     ax.set_xlabel("sequence length T (time steps)")
