@@ -11,12 +11,11 @@ from grubench import levels
 from grubench.harness.store import Store
 from grubench.report.__main__ import main as report_main
 from grubench.report.__main__ import to_html
-from grubench.report.evidence import Summary, claim_runs, load_runs
+from grubench.report.evidence import claim_runs, load_runs
 from grubench.report.statistics import holm, paired, times_to_solve
 from grubench.report.verdicts import (
     BETTER,
     INCONCLUSIVE,
-    NOT_SUPPORTED,
     SUPPORTED,
     TIE,
     TOO_FEW_SEEDS,

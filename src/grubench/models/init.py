@@ -137,7 +137,10 @@ def keras_init(model: nn.Module) -> None:
 
     torch's two biases per gate (b_ih + b_hh) are both 0, so their sum is Keras's one bias.
     """
-    from grubench.models.cells import ForgetGateCell, JANETCell  # cells import this module
+    from grubench.models.cells import (  # cells import this module
+        ForgetGateCell,
+        JANETCell,
+    )
 
     for module in model.modules():
         if isinstance(module, nn.Embedding):
