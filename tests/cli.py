@@ -99,11 +99,18 @@ class _Saved:
         self.loggers = {name: (logger.level, logger.handlers[:], logger.propagate, logger.disabled)
                         for name, logger in logging.Logger.manager.loggerDict.items()
                         if isinstance(logger, logging.Logger)}
-        self.tracking_uri = _mlflow_uri()
+        # MLflow's global tracking URI, which MLflow mirrors in MLFLOW_TRACKING_URI (None: unset;
+        # not mlflow.get_tracking_uri(), which would give the default for this folder, and setting
+        # that back would export it to every process a later test starts)
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
 
     def restore(self) -> None:
         sys.argv = self.argv
         os.chdir(self.cwd)
+        if "mlflow" in sys.modules:  # before the environment, which it writes
+            import mlflow
+
+            mlflow.set_tracking_uri(self.tracking_uri)
         os.environ.clear()
         os.environ.update(self.environ)
         for number, handler in self.signals.items():
@@ -125,15 +132,3 @@ class _Saved:
             logger.setLevel(level)
             logger.handlers[:] = handlers
             logger.propagate, logger.disabled = propagate, disabled
-        if "mlflow" in sys.modules:
-            import mlflow
-
-            mlflow.set_tracking_uri(self.tracking_uri)
-
-
-def _mlflow_uri() -> str | None:
-    if "mlflow" not in sys.modules:
-        return None
-    import mlflow
-
-    return mlflow.get_tracking_uri()
