@@ -59,8 +59,9 @@ def redact_logs() -> None:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a record that cannot be formatted: logging reports it when it is written
             return record
-        if redact(message) != message:
-            record.msg, record.args = redact(message), None
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
         return record
 
     redacting.redacts = True

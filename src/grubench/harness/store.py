@@ -168,9 +168,13 @@ def credentials_header() -> dict[str, str]:
     if token:
         return {"Authorization": f"Bearer {token}"}
     if user:
-        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return basic_auth(user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
     return {}
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """HTTP basic auth's header for `user` and `password`."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def server_refusal(error: urllib.error.HTTPError) -> str:
@@ -246,9 +250,10 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException as error:
         # over HTTP no lock is held: another process made it a moment ago (a shared search's workers)
-        if error.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+        made = client.get_experiment_by_name(name) if error.error_code == "RESOURCE_ALREADY_EXISTS" else None
+        if made is None:
             raise
-        return client.get_experiment_by_name(name).experiment_id
+        return made.experiment_id
 
 
 def recorded(value: Any) -> str:
@@ -285,12 +290,13 @@ class Run:
         if not path.exists():
             return
         text = path.read_text(errors="replace") if path.suffix in TEXT_ARTIFACTS else None
-        if text is None or redact(text) == text:
+        shown = redact(text) if text is not None else None
+        if shown == text:
             self.store.client.log_artifact(self.id, str(path), folder)
             return
         with tempfile.TemporaryDirectory() as scratch:
             copy = Path(scratch) / path.name
-            copy.write_text(redact(text))
+            copy.write_text(shown)
             self.store.client.log_artifact(self.id, str(copy), folder)
 
     def info(self):

@@ -28,7 +28,6 @@ PostgreSQL refuses to run as root: started by root, its programs run as the user
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import pwd
@@ -356,15 +355,17 @@ def stop(folder: Path) -> None:
 
 def add_user(folder: Path, name: str) -> None:
     """A user of a store started with --auth, with a new password (MLflow's users/create, as the admin)."""
+    # imported here: MLflow's client, which only this subcommand needs
+    from grubench.harness.store import basic_auth
+
     settings = read_settings(folder)
     if not settings.get("auth") or not server_alive(settings):
         raise TeamError(f"no team store with --auth is running in {folder}")
     password = secrets.token_urlsafe(12)
-    admin = ":".join(admin_credentials(folder)).encode()
     request = urllib.request.Request(
         f"http://{local_address(settings['host'])}:{settings['port']}/api/2.0/mlflow/users/create",
         data=json.dumps({"username": name, "password": password}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(admin).decode()})
+        headers={"Content-Type": "application/json", **basic_auth(*admin_credentials(folder))})
     try:
         urllib.request.urlopen(request, timeout=30).close()
     except urllib.error.HTTPError as error:
