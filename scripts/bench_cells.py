@@ -3,6 +3,7 @@
     python scripts/bench_cells.py                       # batch 64, length 100, hidden 128
     python scripts/bench_cells.py --rounds 15 --no-compile --threads 1
     python scripts/bench_cells.py --models gru,lstm,mingru,minlstm --loop --no-compile --threads 1
+    python scripts/bench_cells.py --models lstm,lstm_eq,lstm_nfg,gru,gru_loop --loop --no-compile --threads 1
 
 Each model is built from its packaged config (`+model=NAME`) for a regression task with 2 input
 features (the adding task's; `--input` changes it), so it is the network a run trains. One training step is forward + MSE loss + backward + Adam update on one
@@ -11,8 +12,10 @@ order each round, so that load from other processes falls on all of them alike. 
 prints the median step time over all rounds; per cell-loop model, the median over rounds of its
 time divided by its fused twin's time in the same round (gru_doc, gru_loop, mingru -> gru; janet,
 lstm_loop, minlstm -> lstm). With compile, the `+compile` rows run the cell step through torch.compile
-(compilation happens in an untimed warm-up). With --loop, the `+loop` rows run the minimal RNNs
-(mingru, minlstm) step by step instead of by their parallel scan (`model.recurrent.parallel=false`).
+(compilation happens in an untimed warm-up). With --loop, a `+loop` row beside each cell-loop model
+runs it on the reference step loop (`model.recurrent.impl=loop`, and for the minimal RNNs
+`model.recurrent.parallel=false`): the model's own row runs what `impl=auto` chose (the `path`
+column), so the two rows are auto against the loop it replaced.
 """
 
 from __future__ import annotations
@@ -33,10 +36,21 @@ from grubench.models.layers import compile_problem
 from grubench.spec import TaskSpec
 
 TWINS = {"gru": "gru", "gru_loop": "gru", "gru_doc": "gru", "lstm": "lstm", "lstm_loop": "lstm", "janet": "lstm",
-         "mingru": "gru", "minlstm": "lstm", "lstm_fb1": "lstm"}
+         "mingru": "gru", "minlstm": "lstm", "lstm_fb1": "lstm", "lstm_eq": "lstm", "lstm_eq_chrono": "lstm",
+         "lstm_nfg": "lstm", "lstm_nig": "lstm", "lstm_nog": "lstm", "lstm_cifg": "lstm", "rnn_loop": "rnn"}
 
 
 PARALLEL = ("mingru", "minlstm")   # configs with model.recurrent.parallel
+
+
+def compose_model(overrides: list[str]):
+    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def is_cell_loop(name: str) -> bool:
+    """Whether the model runs in `Recurrent` (its config has recurrent.impl)."""
+    return compose_model([f"+model={name}"]).model.recurrent.get("impl") is not None
 
 
 def build(name: str, hidden: int, seq_len: int, features: int, compiled: bool, loop: bool = False) -> torch.nn.Module:
@@ -44,9 +58,10 @@ def build(name: str, hidden: int, seq_len: int, features: int, compiled: bool, l
     if compiled:
         overrides.append("model.recurrent.compile=true")
     if loop:
-        overrides.append("model.recurrent.parallel=false")
-    with initialize_config_module(config_module="grubench.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+        overrides.append("model.recurrent.impl=loop")
+        if name in PARALLEL:
+            overrides.append("model.recurrent.parallel=false")
+    cfg = compose_model(overrides)
     task = TaskSpec(name="adding", input_kind="real", input_size=features, output="regression", num_outputs=1,
                     seq_len=seq_len, metric="mse", chance={"mse": 1 / 6})
     return instantiate(cfg.model, _partial_=True)(task=task)
@@ -75,13 +90,13 @@ def main() -> None:
     names = args.models.split(",")
     rows = [(name, False, False) for name in names]
     if args.loop:
-        rows += [(name, False, True) for name in names if name in PARALLEL]
+        rows += [(name, False, True) for name in names if is_cell_loop(name)]
     if not args.no_compile:
         problem = compile_problem()
         if problem:
             print(f"torch.compile unavailable here ({problem}): compile rows left out")
         else:
-            rows += [(name, True, False) for name in names if name not in ("gru", "lstm")]
+            rows += [(name, True, False) for name in names if is_cell_loop(name)]
 
     x = torch.rand(args.batch, args.length, args.input, device=device)
     y = torch.rand(args.batch, device=device)
@@ -123,7 +138,7 @@ def main() -> None:
           f"hidden {args.hidden}, input {args.input}; {args.rounds} rounds x {args.steps} steps, interleaved")
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}")
-    print(f"{'model':18} {'params':>7} {'FLOPs/step':>10} {'median ms':>10} {'IQR ms':>13} "
+    print(f"{'model':18} {'path':>5} {'params':>7} {'FLOPs/step':>10} {'median ms':>10} {'IQR ms':>13} "
           f"{'/ fused twin':>12} {'ratio IQR':>11}")
     for key, seconds in times.items():
         name = key.split("+")[0]
@@ -131,7 +146,8 @@ def main() -> None:
         s = counting.structure(recurrent)
         ms = [1000 * t for t in seconds]
         q = statistics.quantiles(ms, n=4)
-        line = (f"{key:18} {counting.parameters(s):>7,} {counting.flops(s):>10,} {statistics.median(ms):>10.1f} "
+        path = getattr(models[key], "last_recurrent_impl", None) or "?"
+        line = (f"{key:18} {path:>5} {counting.parameters(s):>7,} {counting.flops(s):>10,} {statistics.median(ms):>10.1f} "
                 f"{q[0]:>6.1f}-{q[2]:<6.1f}")
         twin = TWINS.get(name)
         if twin and twin != name and twin in times:

@@ -1,6 +1,8 @@
 """The cells follow their equations: loop twins equal torch's fused layers, the document's GRU
 equals a NumPy transcription, gate semantics (C6), the LSTM ablations and their forget-gate biases.
-The Keras conversion is tested in tests/test_convert.py, the minimal RNNs in tests/test_minimal.py."""
+Where the step loop is the subject, the layer is built with impl="loop". The fused path is tested
+in tests/test_fused.py, the Keras conversion in tests/test_convert.py, the minimal RNNs in
+tests/test_minimal.py."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def numpy_weights(cell):
 def test_loop_twin_matches_fused_layer_in_outputs_and_gradients(fused_class, twin, num_layers, bidirectional):
     torch.manual_seed(0)
     fused = fused_class(5, 16, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
-    loop = Recurrent(twin, 5, 16, num_layers=num_layers, bidirectional=bidirectional)
+    loop = Recurrent(twin, 5, 16, num_layers=num_layers, bidirectional=bidirectional, impl="loop")
     copy_torch_weights(fused, loop)
     x = torch.randn(4, 30, 5)
     x_fused, x_loop = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -80,7 +82,7 @@ def test_loop_twin_matches_fused_layer_in_outputs_and_gradients(fused_class, twi
 def test_loop_accepts_an_initial_state_and_time_first_input():
     torch.manual_seed(0)
     fused = nn.LSTM(3, 8, num_layers=2, bidirectional=True)
-    loop = Recurrent(TorchLSTMCell, 3, 8, num_layers=2, bidirectional=True, batch_first=False)
+    loop = Recurrent(TorchLSTMCell, 3, 8, num_layers=2, bidirectional=True, batch_first=False, impl="loop")
     copy_torch_weights(fused, loop)
     x, h0, c0 = torch.randn(7, 2, 3), torch.randn(4, 2, 8), torch.randn(4, 2, 8)
     out_fused, (h_fused, c_fused) = fused(x, (h0, c0))
@@ -268,8 +270,8 @@ def lstm_with(variant: nn.Module, blocks: dict[str, int]) -> LSTMCell:
 ])
 def test_lstm_without_a_gate_is_the_lstm_with_that_gate_pinned_open(variant, blocks):
     torch.manual_seed(0)
-    ablated = Recurrent(variant, 4, 6).double()
-    full = Recurrent(LSTMCell, 4, 6).double()
+    ablated = Recurrent(variant, 4, 6, impl="loop").double()
+    full = Recurrent(LSTMCell, 4, 6, impl="loop").double()
     full.cells[0] = lstm_with(ablated.cells[0], blocks)
     x = torch.randn(3, 15, 4, dtype=torch.float64)
     out_a, (h_a, c_a) = ablated(x)
@@ -280,8 +282,8 @@ def test_lstm_without_a_gate_is_the_lstm_with_that_gate_pinned_open(variant, blo
 
 def test_coupled_lstm_is_the_lstm_whose_forget_gate_is_one_minus_its_input_gate():
     torch.manual_seed(0)
-    coupled = Recurrent(LSTMCoupledCell, 4, 6).double()
-    full = Recurrent(LSTMCell, 4, 6).double()
+    coupled = Recurrent(LSTMCoupledCell, 4, 6, impl="loop").double()
+    full = Recurrent(LSTMCell, 4, 6, impl="loop").double()
     full.cells[0] = lstm_with(coupled.cells[0], {"i": 0, "g": 1, "o": 2})
     with torch.no_grad():  # f = sigmoid(-a_i) = 1 - sigmoid(a_i)
         for name in ("weight_ih", "weight_hh", "bias"):
@@ -347,6 +349,8 @@ def test_bad_arguments_are_value_errors():
         Recurrent(GRUCell, 3, 4, dropout=1.0)
     with pytest.raises(ValueError, match="must build a grubench.models.cells.Cell"):
         Recurrent(nn.GRUCell, 3, 4)
+    with pytest.raises(ValueError, match="impl must be one of auto, loop, fused, got 'fast'"):
+        Recurrent(LSTMCell, 3, 4, impl="fast")
 
 
 def test_janet_config_takes_t_max_from_the_task_unless_it_sets_one():

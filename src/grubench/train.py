@@ -296,6 +296,7 @@ def fit_and_test(cfg: DictConfig, run: Run, job: Job, overrides: list[str], resu
     run.set_tags({
         "precision/trainer": job.trainer.precision,
         "precision/recurrent_dtype": str(job.task.model.last_recurrent_dtype).replace("torch.", ""),
+        "model/impl": str(job.task.model.last_recurrent_impl),
         "device/accelerator": str(job.trainer.strategy.root_device),
     })
     if cfg.tracking.log_checkpoint and job.checkpoint.best_model_path:

@@ -164,5 +164,6 @@ def measure(model: nn.Module, device: torch.device, precision: str, batch: int, 
         "train_ms": train.median_ms, "train_min_ms": train.min_ms, "train_iqr_pct": train.iqr_pct,
         "repeats": min(fwd.repeats, train.repeats),
         "dtype": str(dtype).replace("torch.", "") if dtype is not None else "unknown",
+        "impl": getattr(model, "last_recurrent_impl", None) or "unknown",
         "saved_mb": saved, "peak_mb": peak, "grad_finite": grad_finite,
     }

@@ -12,6 +12,9 @@ Columns (CSV; the printed table shows most of them):
 
     model device precision      the cell; precision as requested (Lightning's names)
     dtype                       dtype of the recurrent layer's output: what actually ran
+    impl                        the recurrent layer's path that ran: fused, loop or scan
+                                (`Recurrent.last_impl`); the grid's `impl` sets it for every
+                                cell-loop model (null: each model config's own, auto)
     batch seq_len hidden input_size
     params                      parameters of the whole model
     fwd_ms fwd_min_ms fwd_iqr_pct         forward (no_grad) time: median, fastest, IQR/median %
@@ -51,7 +54,7 @@ from grubench.errors import GrubenchError
 from grubench.spec import TaskSpec
 
 COLUMNS = [
-    "model", "device", "precision", "dtype", "batch", "seq_len", "hidden", "input_size", "params",
+    "model", "device", "precision", "dtype", "impl", "batch", "seq_len", "hidden", "input_size", "params",
     "fwd_ms", "fwd_min_ms", "fwd_iqr_pct", "train_ms", "train_min_ms", "train_iqr_pct", "repeats",
     "samples_per_s", "steps_per_s", "fwd_steps_per_s", "gflop_fwd", "gflop_train", "gflops_train",
     "flops_source", "saved_mb", "peak_mb", "grad_finite", "status", "round",
@@ -116,7 +119,7 @@ def environment() -> dict[str, str]:
 
 def blank_row(cell: Cell, input_size: int, round_: int = 0) -> dict:
     row = {name: math.nan for name in COLUMNS}
-    row.update(asdict(cell), input_size=input_size, dtype="", flops_source="", grad_finite="", status="ok",
+    row.update(asdict(cell), input_size=input_size, dtype="", impl="", flops_source="", grad_finite="", status="ok",
                round=round_)
     return row
 
@@ -133,6 +136,9 @@ class Runner:
             self.configs[cell.model] = model_config(cell.model, list(self.settings.get("model_overrides") or []))
         cfg = self.configs[cell.model].copy()
         cfg.model.hidden_size = cell.hidden
+        impl = self.settings.grid.get("impl")
+        if impl and OmegaConf.select(cfg, "model.recurrent.impl") is not None:  # a cell-loop model
+            cfg.model.recurrent.impl = impl
         if OmegaConf.select(cfg, "dataset.seq_len") is not None:
             cfg.dataset.seq_len = cell.seq_len  # for model configs that read the length from the data set
         return cfg.model
@@ -181,7 +187,7 @@ class Runner:
 # Printed table: (header, width, column, format)
 TABLE = [
     ("model", 12, "model", "s"), ("dev", 4, "device", "s"), ("precision", 10, "precision", "s"),
-    ("ran", 8, "dtype", "s"), ("B", 4, "batch", "d"), ("T", 5, "seq_len", "d"), ("H", 5, "hidden", "d"),
+    ("ran", 8, "dtype", "s"), ("path", 5, "impl", "s"), ("B", 4, "batch", "d"), ("T", 5, "seq_len", "d"), ("H", 5, "hidden", "d"),
     ("params", 9, "params", ",.0f"), ("fwd ms", 9, "fwd_ms", ".2f"), ("±%", 4, "fwd_iqr_pct", ".0f"),
     ("train ms", 9, "train_ms", ".2f"), ("±%", 4, "train_iqr_pct", ".0f"),
     ("samples/s", 10, "samples_per_s", ",.0f"), ("steps/s", 11, "steps_per_s", ",.0f"),

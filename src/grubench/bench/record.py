@@ -2,8 +2,8 @@
 
 A cell's run holds the cell as params (model, device, precision, batch, seq_len, hidden,
 input_size, and the model config as model/...), its measurements as metrics (grid.METRICS), and
-as tags the environment (versions, TF32 flags), the dtype that ran (`precision/recurrent_dtype`,
-the same tag a training run has) and `bench/status`. Skipped and failed cells get a run too, with
+as tags the environment (versions, TF32 flags), the dtype and the path that ran
+(`precision/recurrent_dtype`, `model/impl`, the tags a training run has) and `bench/status`. Skipped and failed cells get a run too, with
 no measurements, so a reader sees what was asked and why it did not run. The parent run holds the
 settings, the CSVs and the printed tables as artifacts.
 """
@@ -34,8 +34,8 @@ class BenchRecorder:
         label += f"-r{row['round']}" if row.get("round") else ""
         tags = {**self.tags, "mlflow.parentRunId": self.parent.id, "bench/role": "cell", "model": row["model"],
                 "bench/status": row["status"], "precision/requested": row["precision"],
-                "precision/recurrent_dtype": row["dtype"] or "none", "flops/source": row["flops_source"] or "none",
-                "grad/finite": str(row["grad_finite"])}
+                "precision/recurrent_dtype": row["dtype"] or "none", "model/impl": row["impl"] or "none",
+                "flops/source": row["flops_source"] or "none", "grad/finite": str(row["grad_finite"])}
         # A cell's run is a record of a measurement already made: it opens and closes at once.
         run = self.parent.store.create_run(label, tags)
         params = {k: row[k] for k in ("model", "device", "precision", "batch", "seq_len", "hidden", "input_size", "round")}

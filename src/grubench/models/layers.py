@@ -2,9 +2,13 @@
 
     x [B, T, F] (batch first)
       layer l = 0 .. L-1, direction d = 0 (forward) and, if bidirectional, 1 (backward):
-        xp = cell.project(x_l)              every step's input terms in one matmul [B, T, G*H]
-        for t in time (reversed for d = 1):
-            state = cell.step(xp[:, t], state)
+        the fused path, for a cell that torch's fused kernels compute exactly (the LSTM family,
+        torch's twins; `grubench.models.fused`) where `impl` chooses it:
+            outputs, state = fused.run(cell, x_l, state)    one call of torch.lstm / gru / rnn_tanh
+        the step loop, for every other cell:
+            xp = cell.project(x_l)              every step's input terms in one matmul [B, T, G*H]
+            for t in time (reversed for d = 1):
+                state = cell.step(xp[:, t], state)
         or, for a cell with a parallel form (`scan`, the minimal RNNs) when `parallel` is true:
             outputs, state = cell.scan(xp, state)       the whole sequence at once
         x_{l+1} = concat over d of the outputs h_t   [B, T, D*H], then dropout if l < L-1
@@ -18,6 +22,10 @@ them). Past a sequence's end its state stops changing (the step loop keeps the o
 scan gets a_t = 1, b_t = 0), so the forward direction's final state is the state after its last
 real step and the backward direction starts at that step; outputs at padded steps are zeros, as
 in torch's `pad_packed_sequence`. Without `lengths` the loop is the plain one, with no masking.
+Sequences with `lengths` always run the step loop (or the scan), never the fused path.
+
+`last_impl` says which path the last forward pass ran: "fused", "loop" or "scan" (a run records
+it as the tag model/impl).
 """
 
 from __future__ import annotations
@@ -31,10 +39,13 @@ import torch
 from torch import nn
 
 from grubench.errors import first_line
+from grubench.models import fused
 from grubench.models.cells import Cell, State
 from grubench.spec import require_positive
 
 log = logging.getLogger("grubench")
+
+IMPLS = ("auto", "loop", "fused")
 
 
 def accepts(factory: Callable, name: str) -> bool:
@@ -70,15 +81,23 @@ class Recurrent(nn.Module):
             (no compiler, unsupported platform) one line is logged and it runs eagerly.
         parallel: for cells that have a parallel form over time (a `scan` method, the minimal
             RNNs of `grubench.models.minimal`), run it instead of the step loop; other cells loop.
+        impl: "auto": torch's fused kernel for a cell it computes exactly, where it was measured
+            faster than the loop (`grubench.models.fused.preferred`), else the step loop, and the
+            loop whenever `compile` asks for the step to be compiled; "loop": always the step loop
+            (the reference every path is tested against); "fused": the fused kernel, refused for a
+            cell that has none.
     """
 
     def __init__(self, cell: Callable[..., Cell], input_size: int, hidden_size: int, num_layers: int = 1,
                  dropout: float = 0.0, bidirectional: bool = False, batch_first: bool = True,
-                 seq_len: int | None = None, compile: bool = False, parallel: bool = True):
+                 seq_len: int | None = None, compile: bool = False, parallel: bool = True,
+                 impl: str = "auto"):
         super().__init__()
         require_positive(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         extra = {}
         if seq_len is not None and accepts(cell, "t_max") and not fixed(cell, "t_max"):
             extra["t_max"] = seq_len
@@ -95,7 +114,16 @@ class Recurrent(nn.Module):
         )
         if not isinstance(self.cells[0], Cell):
             raise ValueError(f"cell must build a grubench.models.cells.Cell, got {type(self.cells[0]).__name__}")
+        has_fused = fused.kernel_of(self.cells[0]) is not None
+        if impl == "fused" and not has_fused:
+            raise ValueError(f"impl=fused: {type(self.cells[0]).__name__} has no fused form (the LSTM family and "
+                             "torch's twin cells have one); use impl=auto or impl=loop")
+        if impl == "fused" and compile:
+            raise ValueError("impl=fused runs no step loop to compile: set compile=false or impl=loop")
         self.dropout = nn.Dropout(dropout)
+        self.impl = impl
+        self.fused = has_fused and impl != "loop" and not compile
+        self.last_impl: str | None = None
         self.compile = compile
         self.parallel = parallel and hasattr(self.cells[0], "scan")
         self._compiled: list[Callable] | None = None
@@ -120,13 +148,18 @@ class Recurrent(nn.Module):
         if lengths is not None:
             keep = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).unsqueeze(-1)
         finals = []
+        use_fused = (self.fused and keep is None
+                     and (self.impl == "fused" or fused.preferred(self.cells[0], x.device.type)))
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.directions):
                 index = layer * self.directions + direction
                 cell = self.cells[index]
                 reverse = direction == 1
-                if self.parallel:
+                if use_fused:
+                    start = cell.initial_state(x) if state is None else _pick(state, index)
+                    out, final = fused.run(cell, x, start, reverse, self.training)
+                elif self.parallel:
                     scan = self._compiled[index] if self._compiled else cell.scan
                     start = None if state is None else _pick(state, index)
                     out, final = self._scan(cell, scan, x, start, reverse, keep)
@@ -141,6 +174,7 @@ class Recurrent(nn.Module):
                 x = self.dropout(x)
         if not self.batch_first:
             x = x.transpose(0, 1)
+        self.last_impl = "fused" if use_fused else "scan" if self.parallel else "loop"
         if isinstance(finals[0], tuple):
             return x, tuple(torch.stack(parts) for parts in zip(*finals))
         return x, torch.stack(finals)
@@ -184,7 +218,8 @@ class Recurrent(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, compile={self.compile}, parallel={self.parallel}")
+                f"bidirectional={self.bidirectional}, impl={self.impl}, compile={self.compile}, "
+                f"parallel={self.parallel}")
 
 
 @functools.cache

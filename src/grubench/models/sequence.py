@@ -33,6 +33,14 @@ from grubench.models.layers import accepts
 from grubench.spec import TaskSpec, require_positive
 
 
+def recurrent_impl(layer: nn.Module) -> str:
+    """The path the layer's last forward pass ran: "fused" for torch's fused layers, a
+    `Recurrent`'s `last_impl` ("fused", "loop" or "scan"), else the layer's class name."""
+    if isinstance(layer, nn.RNNBase):
+        return "fused"
+    return getattr(layer, "last_impl", None) or type(layer).__name__
+
+
 class OneHot(nn.Module):
     """Token ids [B, T] -> one-hot float vectors [B, T, V]; no parameters."""
 
@@ -100,6 +108,7 @@ class SequenceModel(nn.Module):
         if init == "keras":
             keras_init(self)
         self.last_recurrent_dtype: torch.dtype | None = None
+        self.last_recurrent_impl: str | None = None
 
     @staticmethod
     def _encoding(task: TaskSpec, embed_dim: int | None) -> tuple[nn.Module, int]:
@@ -122,6 +131,7 @@ class SequenceModel(nn.Module):
         u = self.encoding(x)
         out, _ = self.recurrent(u) if lengths is None else self._recurrent_with_lengths(u, lengths)
         self.last_recurrent_dtype = out.dtype
+        self.last_recurrent_impl = recurrent_impl(self.recurrent)
         if not self.task.per_step:
             out = self._summary(out, lengths)
         y = self.head(out)
