@@ -26,9 +26,9 @@ document's reset gate acts before the recurrent product): they run the step loop
 Faster is not always: `preferred` is `impl=auto`'s choice, a table made from
 `scripts/bench_cells.py --loop` (training steps, batch 64, one thread; docs/models.md has the
 numbers). On a GPU the fused kernel (cuDNN) always. On a CPU oneDNN's LSTM is faster than the
-loop for the four-gate cells at every size measured (H 64-256, T 50-200); a three-gate ablation
-pays there for a fourth, constant gate, which still wins at H <= 128 and loses at H = 256;
-torch.gru is level with the loop or faster; torch.rnn_tanh is slower than the loop everywhere.
+loop for the four-gate cells at every size measured (H 64-256, T 30-200); a three-gate ablation
+pays there for a fourth, constant gate, which still wins at H = 64 and loses from H = 128 on;
+torch.gru is level with the loop; torch.rnn_tanh is no faster than the loop.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def preferred(cell: Cell, device_type: str) -> bool:
     if device_type != "cpu":
         return True
     if kernel == "lstm":
-        return len(LSTM_GATES[type(cell)]) == 4 or cell.hidden_size <= 128
+        return len(LSTM_GATES[type(cell)]) == 4 or cell.hidden_size < 128
     return kernel == "gru"
 
 
