@@ -16,10 +16,12 @@ TINY = ["dataset.train_size=128", "dataset.val_size=64", "dataset.test_size=64",
 
 def test_without_the_extra_it_says_what_to_install(tmp_path, monkeypatch):
     found = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax" else found(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("keras", "jax") else found(name, *a))
     result = command("grubench.peer", ["--pairs", "1"], tmp_path)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip() == "grubench.peer: error: the peer benchmark needs jax: pip install 'grubench[peer]'"
+    assert result.stderr.strip() == ("grubench.peer: error: the peer benchmark needs keras and jax: "
+                                     "pip install 'grubench[peer]'")
 
 
 @pytest.mark.parametrize("args, words", [
