@@ -52,7 +52,8 @@ def work(model: str, overrides: list[str]) -> tuple[dict, DictConfig]:
     from grubench.config import run_config
 
     if model not in KERAS_LAYERS:
-        raise ConfigError(f"--model {model!r}: the peer benchmark runs {', '.join(KERAS_LAYERS)} (Keras has those layers)")
+        raise ConfigError(f"--model {model!r}: the peer benchmark runs {', '.join(KERAS_LAYERS)} "
+                          "(Keras has those layers)")
     cfg = run_config([f"+model={model}", *overrides])
     if cfg.model.num_layers != 1 or cfg.model.bidirectional or cfg.model.embed_dim is not None:
         raise ConfigError("the peer benchmark runs one unidirectional layer on the raw inputs "
@@ -79,8 +80,12 @@ def write_data(cfg: DictConfig, path: Path) -> None:
     np.savez(path, **arrays)
 
 
-def keras_child(folder: Path) -> None:
-    """Train and test in Keras (run in its own process: `--keras-child FOLDER`); writes keras.json."""
+def keras_child(folder: Path, one_core: bool) -> None:
+    """Train and test in Keras (run in its own process: `--keras-child FOLDER`); writes keras.json.
+    `one_core`: pin the process to one core first, before numpy or XLA start any thread (every
+    thread started later inherits the affinity)."""
+    if one_core:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import numpy as np
 
     import keras
@@ -142,11 +147,8 @@ def run_grubench(model: str, init: str, threads: int | None, overrides: list[str
 
 
 def run_keras(threads: int | None, folder: Path, pair: int):
-    command = [sys.executable, "-m", "grubench.peer", "--keras-child", str(folder)]
-    if threads == 1:  # one core, as grubench's one thread
-        command = [sys.executable, "-c", "import os, runpy, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-                   "sys.argv = sys.argv[1:]; runpy.run_module('grubench.peer', run_name='__main__')",
-                   "grubench.peer", "--keras-child", str(folder)]
+    command = [sys.executable, "-m", "grubench.peer", "--keras-child", str(folder),
+               "--threads", "null" if threads is None else str(threads)]
     done, cpu, wall = timed(command, keras_env(threads))
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
@@ -160,12 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="gru", help="gru, lstm or rnn (the main command's +model)")
     parser.add_argument("--pairs", type=int, default=3, help="grubench and Keras runs, in turns")
     parser.add_argument("--init", default="torch", choices=["torch", "keras"], help="grubench's model.init")
-    parser.add_argument("--threads", default="1", help="threads of each side: 1 (one core each) or null (their defaults)")
+    parser.add_argument("--threads", default="1",
+                        help="threads of each side: 1 (one core each) or null (their defaults)")
     parser.add_argument("--out", default="peer", help="folder for peer.csv and the runs' files")
     parser.add_argument("--keras-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.keras_child:
-        keras_child(Path(args.keras_child))
+        keras_child(Path(args.keras_child), one_core=args.threads == "1")
         return
     if args.pairs < 1:
         raise ConfigError(f"--pairs must be at least 1, got {args.pairs}")

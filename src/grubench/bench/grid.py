@@ -119,8 +119,8 @@ def environment() -> dict[str, str]:
 
 def blank_row(cell: Cell, input_size: int, round_: int = 0) -> dict:
     row = {name: math.nan for name in COLUMNS}
-    row.update(asdict(cell), input_size=input_size, dtype="", impl="", flops_source="", grad_finite="", status="ok",
-               round=round_)
+    row.update(asdict(cell), input_size=input_size, dtype="", impl="", flops_source="", grad_finite="",
+               status="ok", round=round_)
     return row
 
 
@@ -187,7 +187,8 @@ class Runner:
 # Printed table: (header, width, column, format)
 TABLE = [
     ("model", 12, "model", "s"), ("dev", 4, "device", "s"), ("precision", 10, "precision", "s"),
-    ("ran", 8, "dtype", "s"), ("path", 5, "impl", "s"), ("B", 4, "batch", "d"), ("T", 5, "seq_len", "d"), ("H", 5, "hidden", "d"),
+    ("ran", 8, "dtype", "s"), ("path", 5, "impl", "s"), ("B", 4, "batch", "d"), ("T", 5, "seq_len", "d"),
+    ("H", 5, "hidden", "d"),
     ("params", 9, "params", ",.0f"), ("fwd ms", 9, "fwd_ms", ".2f"), ("±%", 4, "fwd_iqr_pct", ".0f"),
     ("train ms", 9, "train_ms", ".2f"), ("±%", 4, "train_iqr_pct", ".0f"),
     ("samples/s", 10, "samples_per_s", ",.0f"), ("steps/s", 11, "steps_per_s", ",.0f"),

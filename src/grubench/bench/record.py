@@ -3,9 +3,9 @@
 A cell's run holds the cell as params (model, device, precision, batch, seq_len, hidden,
 input_size, and the model config as model/...), its measurements as metrics (grid.METRICS), and
 as tags the environment (versions, TF32 flags), the dtype and the path that ran
-(`precision/recurrent_dtype`, `model/impl`, the tags a training run has) and `bench/status`. Skipped and failed cells get a run too, with
-no measurements, so a reader sees what was asked and why it did not run. The parent run holds the
-settings, the CSVs and the printed tables as artifacts.
+(`precision/recurrent_dtype`, `model/impl`, the tags a training run has) and `bench/status`.
+Skipped and failed cells get a run too, with no measurements, so a reader sees what was asked and
+why it did not run. The parent run holds the settings, the CSVs and the printed tables as artifacts.
 """
 
 from __future__ import annotations
