@@ -114,15 +114,13 @@ class Recurrent(nn.Module):
         )
         if not isinstance(self.cells[0], Cell):
             raise ValueError(f"cell must build a grubench.models.cells.Cell, got {type(self.cells[0]).__name__}")
-        has_fused = fused.kernel_of(self.cells[0]) is not None
-        if impl == "fused" and not has_fused:
+        if impl == "fused" and fused.kernel_of(self.cells[0]) is None:
             raise ValueError(f"impl=fused: {type(self.cells[0]).__name__} has no fused form (the LSTM family and "
                              "torch's twin cells have one); use impl=auto or impl=loop")
         if impl == "fused" and compile:
             raise ValueError("impl=fused runs no step loop to compile: set compile=false or impl=loop")
         self.dropout = nn.Dropout(dropout)
         self.impl = impl
-        self.fused = has_fused and impl != "loop" and not compile
         self.last_impl: str | None = None
         self.compile = compile
         self.parallel = parallel and hasattr(self.cells[0], "scan")
@@ -148,8 +146,9 @@ class Recurrent(nn.Module):
         if lengths is not None:
             keep = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).unsqueeze(-1)
         finals = []
-        use_fused = (self.fused and keep is None
-                     and (self.impl == "fused" or fused.preferred(self.cells[0], x.device.type)))
+        first = self.cells[0]
+        use_fused = (keep is None and not self.compile and fused.kernel_of(first) is not None
+                     and (self.impl == "fused" or self.impl == "auto" and fused.preferred(first, x.device.type)))
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.directions):
