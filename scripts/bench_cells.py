@@ -15,7 +15,9 @@ lstm_loop, minlstm -> lstm). With compile, the `+compile` rows run the cell step
 (compilation happens in an untimed warm-up). With --loop, a `+loop` row beside each cell-loop model
 runs it on the reference step loop (`model.recurrent.impl=loop`, and for the minimal RNNs
 `model.recurrent.parallel=false`): the model's own row runs what `impl=auto` chose (the `path`
-column), so the two rows are auto against the loop it replaced.
+column), so the two rows are auto against the loop it replaced; for `gru` the `+fused` row is
+torch's own GRU (`impl=fused`), which the cell loops are then divided by, and the `gru` row's
+ratio is grubench's CPU kernel against it.
 """
 
 from __future__ import annotations
@@ -49,15 +51,22 @@ def compose_model(overrides: list[str]):
 
 
 def is_cell_loop(name: str) -> bool:
-    """Whether the model runs in `Recurrent` (its config has recurrent.impl)."""
-    return compose_model([f"+model={name}"]).model.recurrent.get("impl") is not None
+    """Whether the model runs a cell in `Recurrent` (its config has recurrent.cell)."""
+    return compose_model([f"+model={name}"]).model.recurrent.get("cell") is not None
+
+
+def has_kernel(name: str) -> bool:
+    """Whether the model is a torch layer with grubench's kernel beside it (`gru`: recurrent.impl)."""
+    return not is_cell_loop(name) and compose_model([f"+model={name}"]).model.recurrent.get("impl") is not None
 
 
 def build(name: str, hidden: int, seq_len: int, features: int, compiled: bool, loop: bool = False) -> torch.nn.Module:
     overrides = [f"+model={name}", f"model.hidden_size={hidden}"]
     if compiled:
         overrides.append("model.recurrent.compile=true")
-    if loop:
+    if loop and has_kernel(name):
+        overrides.append("model.recurrent.impl=fused")   # the torch layer the kernel replaced
+    elif loop:
         overrides.append("model.recurrent.impl=loop")
         if name in PARALLEL:
             overrides.append("model.recurrent.parallel=false")
@@ -90,7 +99,7 @@ def main() -> None:
     names = args.models.split(",")
     rows = [(name, False, False) for name in names]
     if args.loop:
-        rows += [(name, False, True) for name in names if is_cell_loop(name)]
+        rows += [(name, False, True) for name in names if is_cell_loop(name) or has_kernel(name)]
     if not args.no_compile:
         problem = compile_problem()
         if problem:
@@ -102,7 +111,7 @@ def main() -> None:
     y = torch.rand(args.batch, device=device)
     models, optimizers = {}, {}
     for name, compiled, loop in rows:
-        key = name + ("+compile" if compiled else "") + ("+loop" if loop else "")
+        key = name + ("+compile" if compiled else "") + (("+fused" if has_kernel(name) else "+loop") if loop else "")
         models[key] = build(name, args.hidden, args.length, args.input, compiled, loop).to(device)
         optimizers[key] = torch.optim.Adam(models[key].parameters(), lr=1e-3)
 
@@ -150,7 +159,9 @@ def main() -> None:
         line = (f"{key:18} {path:>5} {counting.parameters(s):>7,} {counting.flops(s):>10,} {statistics.median(ms):>10.1f} "
                 f"{q[0]:>6.1f}-{q[2]:<6.1f}")
         twin = TWINS.get(name)
-        if twin and twin != name and twin in times:
+        if twin and twin + "+fused" in times:   # torch's own layer, not grubench's kernel
+            twin += "+fused"
+        if twin and twin != key and twin in times:
             ratios = [a / b for a, b in zip(seconds, times[twin])]
             rq = statistics.quantiles(ratios, n=4)
             line += f" {statistics.median(ratios):>12.2f} {rq[0]:>5.2f}-{rq[2]:<5.2f}"

@@ -32,7 +32,7 @@ from grubench.config import build, check, flatten
 from grubench.data.base import SequenceDataModule
 from grubench.errors import ConfigError, Diverged, RunFailed, first_line
 from grubench.gradflow.callback import GradientFlow
-from grubench.harness import browse, checkpointing, devices, guards, quiet
+from grubench.harness import allocator, browse, checkpointing, devices, guards, quiet
 from grubench.harness import resume as resuming
 from grubench.harness.callbacks import FiniteLoss, SolveStep, Throughput
 from grubench.harness.logger import RunLogger
@@ -81,6 +81,7 @@ def build_job(cfg: DictConfig, checkpoint_dir: Path | None = None) -> Job:
     ConfigError if any is bad."""
     if cfg.get("threads") is not None:
         torch.set_num_threads(cfg.threads)
+    allocator.keep_freed_memory()
     if multirun():
         devices.check_sweep_devices(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -13,8 +13,9 @@ Columns (CSV; the printed table shows most of them):
     model device precision      the cell; precision as requested (Lightning's names)
     dtype                       dtype of the recurrent layer's output: what actually ran
     impl                        the recurrent layer's path that ran: fused, loop or scan
-                                (`Recurrent.last_impl`); the grid's `impl` sets it for every
-                                cell-loop model (null: each model config's own, auto)
+                                (`Recurrent.last_impl`), kernel (grubench's CPU GRU); the grid's
+                                `impl` sets it for every model with a choice of path, or per
+                                model ({gru: fused, gru_doc: loop}; null: each config's own, auto)
     batch seq_len hidden input_size
     params                      parameters of the whole model
     fwd_ms fwd_min_ms fwd_iqr_pct         forward (no_grad) time: median, fastest, IQR/median %
@@ -137,7 +138,9 @@ class Runner:
         cfg = self.configs[cell.model].copy()
         cfg.model.hidden_size = cell.hidden
         impl = self.settings.grid.get("impl")
-        if impl and OmegaConf.select(cfg, "model.recurrent.impl") is not None:  # a cell-loop model
+        if isinstance(impl, DictConfig):     # a path per model: {gru: fused, lstm_eq: loop}
+            impl = impl.get(cell.model)
+        if impl and OmegaConf.select(cfg, "model.recurrent.impl") is not None:
             cfg.model.recurrent.impl = impl
         if OmegaConf.select(cfg, "dataset.seq_len") is not None:
             cfg.dataset.seq_len = cell.seq_len  # for model configs that read the length from the data set

@@ -34,11 +34,13 @@ from grubench.spec import TaskSpec, require_positive
 
 
 def recurrent_impl(layer: nn.Module) -> str:
-    """The path the layer's last forward pass ran: "fused" for torch's fused layers, a
-    `Recurrent`'s `last_impl` ("fused", "loop" or "scan"), else the layer's class name."""
-    if isinstance(layer, nn.RNNBase):
+    """The path the layer's last forward pass ran: its `last_impl` (a `Recurrent`'s "fused",
+    "loop" or "scan", grubench's `GRU`'s "kernel" or "fused"), "fused" for torch's own layers,
+    else the layer's class name."""
+    impl = getattr(layer, "last_impl", None)
+    if impl is None and isinstance(layer, nn.RNNBase):
         return "fused"
-    return getattr(layer, "last_impl", None) or type(layer).__name__
+    return impl or type(layer).__name__
 
 
 class OneHot(nn.Module):

@@ -1,0 +1,163 @@
+// torch.nn.GRU's equations on a CPU, forward and backward through time, one layer and direction
+// (grubench/models/cpu_gru.py says why and how it is built). Shapes: B batch, T steps, F input
+// features, H units; gate blocks in torch's order r, z, n.
+//
+//   forward   gi = x W_ih^T + b_ih (all steps, one matmul); per step t = 1..T:
+//               gh = h_{t-1} W_hh^T + b_hh                          (one matmul)
+//               r = sigmoid(gi_r + gh_r)   z = sigmoid(gi_z + gh_z)
+//               n = tanh(gi_n + r * gh_n)                           tanh(a) = 2 sigmoid(2a) - 1
+//               h_t = n + z * (h_{t-1} - n)                         = (1 - z) n + z h_{t-1}
+//   backward  per step t = T..1, with d = dL/dh_t (the output's gradient plus the carried one):
+//               dn' = d (1 - z)(1 - n^2)     dz' = d (h_{t-1} - n) z (1 - z)
+//               dr' = dn' gh_n r (1 - r)
+//               d gi_t = [dr', dz', dn']     d gh_t = [dr', dz', dn' r]
+//               dL/dh_{t-1} = d z + d gh_t W_hh                     (one matmul)
+//             then the weights' gradients over all steps at once (one matmul each).
+//
+// The elementwise work of a step is one pass over [B, H] (the sigmoids are ATen's vectorised
+// sigmoid_ on whole blocks), so a training step costs the matmuls and little else.
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace {
+
+// r and z pre-activations into their blocks of g [3, B, H], gh_n kept for the backward pass.
+template <typename scalar_t>
+void gate_inputs(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
+                 const scalar_t* __restrict__ gh, scalar_t* __restrict__ r, scalar_t* __restrict__ z,
+                 scalar_t* __restrict__ ghn) {
+  for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* xi = gi + b * T * 3 * H;
+    const scalar_t* hh = gh + b * 3 * H;
+    const int64_t o = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      r[o + j] = xi[j] + hh[j];
+      z[o + j] = xi[H + j] + hh[H + j];
+      ghn[o + j] = hh[2 * H + j];
+    }
+  }
+}
+
+// 2 (gi_n + r gh_n), whose sigmoid gives tanh through 2 sigmoid(2a) - 1.
+template <typename scalar_t>
+void candidate_inputs(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
+                      const scalar_t* __restrict__ r, const scalar_t* __restrict__ ghn,
+                      scalar_t* __restrict__ n) {
+  for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* xi = gi + b * T * 3 * H + 2 * H;
+    const int64_t o = b * H;
+    for (int64_t j = 0; j < H; ++j) n[o + j] = 2 * (xi[j] + r[o + j] * ghn[o + j]);
+  }
+}
+
+// n = 2 s - 1 in place, and h_t = n + z (h_{t-1} - n).
+template <typename scalar_t>
+void new_state(int64_t BH, const scalar_t* __restrict__ z, const scalar_t* __restrict__ h_prev,
+               scalar_t* __restrict__ n, scalar_t* __restrict__ h) {
+  for (int64_t k = 0; k < BH; ++k) {
+    const scalar_t nk = 2 * n[k] - 1;
+    n[k] = nk;
+    h[k] = nk + z[k] * (h_prev[k] - nk);
+  }
+}
+
+template <typename scalar_t>
+void step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
+                   const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ r,
+                   const scalar_t* __restrict__ z, const scalar_t* __restrict__ n,
+                   const scalar_t* __restrict__ ghn, const scalar_t* __restrict__ carried,
+                   scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh,
+                   scalar_t* __restrict__ direct) {
+  for (int64_t b = 0; b < B; ++b) {
+    scalar_t* di = dgi + b * T * 3 * H;
+    scalar_t* dg = dgh + b * 3 * H;
+    const int64_t o = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const int64_t k = o + j;
+      const scalar_t d = carried[k] + grad_out[k];
+      const scalar_t dn = d * (1 - z[k]) * (1 - n[k] * n[k]);
+      const scalar_t dz = d * (h_prev[k] - n[k]) * z[k] * (1 - z[k]);
+      const scalar_t dr = dn * ghn[k] * r[k] * (1 - r[k]);
+      di[j] = dr;
+      di[H + j] = dz;
+      di[2 * H + j] = dn;
+      dg[j] = dr;
+      dg[H + j] = dz;
+      dg[2 * H + j] = dn * r[k];
+      direct[k] = d * z[k];
+    }
+  }
+}
+
+}  // namespace
+
+// x [B, T, F] and h0 [B, H] contiguous, torch's weights of one layer and direction ->
+// states [T + 1, B, H] (h_0 .. h_T, time first), gates [T, 3, B, H] (r, z, n), ghn [T, B, H].
+std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                                const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                const at::Tensor& b_hh) {
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
+  const auto gi = at::addmm(b_ih, x.view({B * T, F}), w_ih.t());  // [B * T, 3H]
+  auto states = at::empty({T + 1, B, H}, x.options());
+  states[0].copy_(h0);
+  auto gates = at::empty({T, 3, B, H}, x.options());
+  auto ghn = at::empty({T, B, H}, x.options());
+  auto gh = at::empty({B, 3 * H}, x.options());
+  const auto w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cpu_gru.forward", [&] {
+    const scalar_t* gi_p = gi.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      at::addmm_out(gh, b_hh, states[t], w_hh_t);
+      auto g = gates[t];
+      scalar_t* r = g.data_ptr<scalar_t>();
+      scalar_t* z = r + B * H;
+      scalar_t* n = z + B * H;
+      scalar_t* ghn_t = ghn.data_ptr<scalar_t>() + t * B * H;
+      gate_inputs<scalar_t>(B, T, H, gi_p + t * 3 * H, gh.data_ptr<scalar_t>(), r, z, ghn_t);
+      g.narrow(0, 0, 2).sigmoid_();
+      candidate_inputs<scalar_t>(B, T, H, gi_p + t * 3 * H, r, ghn_t, n);
+      g[2].sigmoid_();
+      new_state<scalar_t>(B * H, z, states.data_ptr<scalar_t>() + t * B * H, n,
+                          states.data_ptr<scalar_t>() + (t + 1) * B * H);
+    }
+  });
+  return {states, gates, ghn};
+}
+
+// grad_out [T, B, H] contiguous (dL/dh_t for t = 1..T, time first) and what forward returned ->
+// (dx [B, T, F] or undefined, dh0 [B, H], dw_ih, dw_hh, db_ih, db_hh).
+std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                 const at::Tensor& states, const at::Tensor& gates,
+                                 const at::Tensor& ghn, bool need_dx) {
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
+  auto dgi = at::empty({B, T, 3 * H}, x.options());
+  auto dgh = at::empty({T, B, 3 * H}, x.options());
+  auto carried = at::zeros({B, H}, x.options());
+  auto direct = at::empty({B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cpu_gru.backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* r = gates.data_ptr<scalar_t>() + t * 3 * B * H;
+      step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
+                              states.data_ptr<scalar_t>() + t * B * H, r, r + B * H,
+                              r + 2 * B * H, ghn.data_ptr<scalar_t>() + t * B * H,
+                              carried.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>() + t * 3 * H,
+                              dgh.data_ptr<scalar_t>() + t * B * 3 * H,
+                              direct.data_ptr<scalar_t>());
+      at::addmm_out(carried, direct, dgh[t], w_hh);
+    }
+  });
+  const auto dgi2 = dgi.view({B * T, 3 * H});
+  const auto dgh2 = dgh.view({T * B, 3 * H});
+  // (a^T b)^T, not b^T a: MKL is an order of magnitude slower on the latter when F is small.
+  auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
+  auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
+  at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
+  return {dx, carried, dw_ih, dw_hh, dgi2.sum(0), dgh2.sum(0)};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "GRU layer forward (grubench/models/cpu_gru.cpp)");
+  m.def("backward", &backward, "GRU layer backward through time");
+}

@@ -1,0 +1,115 @@
+"""grubench's CPU GRU kernel (`grubench.models.GRU`): torch's GRU's values and gradients within
+float32 rounding (1e-5; float64 1e-12) through stacks, both directions, a given initial state,
+time-first input and no biases; `impl` chooses, torch's GRU runs where the kernel cannot, and a
+run records which ran."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from grubench.models import GRU, SequenceModel
+from grubench.models.cpu_gru import extension
+from grubench.spec import TaskSpec
+
+LAYOUTS = {
+    "one layer": {},
+    "two layers, both directions": {"num_layers": 2, "bidirectional": True},
+    "time first, no biases": {"batch_first": False, "bias": False},
+}
+
+
+def results(layer, x, h0):
+    """[out, h_n, dL/dx, dL/dh0, dL/d every parameter] for a loss that reads every output and
+    the final state with distinct weights."""
+    x, h0 = x.clone().requires_grad_(), h0.clone().requires_grad_()
+    out, h_n = layer(x, h0)
+    weights = torch.linspace(-1.0, 1.0, out.shape[-1], dtype=out.dtype)
+    loss = (out * weights).sum() + (h_n.pow(2) * 0.7).sum()
+    return [out, h_n, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_kernel_equals_torchs_gru_in_values_and_gradients(layout, dtype, tolerance):
+    assert not isinstance(extension(), str), extension()
+    torch.manual_seed(0)
+    options = {"batch_first": True, **LAYOUTS[layout]}
+    kernel = GRU(3, 16, **options).to(dtype)
+    torch_gru = nn.GRU(3, 16, **options).to(dtype)
+    torch_gru.load_state_dict(kernel.state_dict())
+    directions = 2 if kernel.bidirectional else 1
+    x = torch.randn(8, 40, 3, dtype=dtype)
+    if not kernel.batch_first:
+        x = x.transpose(0, 1)
+    h0 = torch.randn(kernel.num_layers * directions, 8, 16, dtype=dtype)
+    found, expected = results(kernel, x, h0), results(torch_gru, x, h0)
+    assert kernel.last_impl == "kernel"
+    for a, b in zip(found, expected, strict=True):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= tolerance * b.abs().max().clamp_min(1.0)
+
+
+def test_without_an_initial_state_the_state_starts_at_zero():
+    torch.manual_seed(0)
+    kernel, torch_gru = GRU(2, 8, batch_first=True), nn.GRU(2, 8, batch_first=True)
+    torch_gru.load_state_dict(kernel.state_dict())
+    x = torch.randn(4, 30, 2)
+    assert torch.allclose(kernel(x)[0], torch_gru(x)[0], atol=1e-6)
+
+
+def test_dropout_acts_between_layers_in_training_only():
+    torch.manual_seed(0)
+    kernel = GRU(2, 8, num_layers=2, dropout=0.5, batch_first=True)
+    torch_gru = nn.GRU(2, 8, num_layers=2, dropout=0.5, batch_first=True)
+    torch_gru.load_state_dict(kernel.state_dict())
+    x = torch.randn(4, 20, 2)
+    kernel.eval(), torch_gru.eval()
+    assert torch.allclose(kernel(x)[0], torch_gru(x)[0], atol=1e-6)
+    kernel.train()
+    assert not torch.allclose(kernel(x)[0], torch_gru.eval()(x)[0], atol=1e-3)
+
+
+def test_torchs_gru_runs_where_the_kernel_cannot_and_the_layer_says_which_ran():
+    layer = GRU(2, 8, batch_first=True)
+    x = torch.randn(4, 10, 2)
+    layer(x)
+    assert layer.last_impl == "kernel"
+    packed = pack_padded_sequence(x, torch.tensor([10, 7, 5, 2]), batch_first=True)
+    layer(packed)
+    assert layer.last_impl == "fused"
+    layer(x.to(torch.bfloat16).float())   # float32 again: the kernel
+    assert layer.last_impl == "kernel"
+    layer.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert layer.last_impl == "fused"
+    fused = GRU(2, 8, batch_first=True, impl="fused")
+    fused(x)
+    assert fused.last_impl == "fused"
+
+
+def test_impl_kernel_refuses_in_one_line_where_the_kernel_cannot_run():
+    layer = GRU(2, 8, batch_first=True, impl="kernel")
+    with pytest.raises(RuntimeError, match="^impl=kernel: .*CPU autocast$"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(torch.randn(4, 10, 2))
+    with pytest.raises(ValueError, match="impl must be one of auto, kernel, fused"):
+        GRU(2, 8, impl="loop")
+
+
+def test_a_wrong_initial_state_is_refused_as_torch_refuses_it():
+    layer = GRU(2, 8, batch_first=True)
+    with pytest.raises(RuntimeError, match="Expected hidden size"):
+        layer(torch.randn(4, 10, 2), torch.zeros(1, 3, 8))
+
+
+def test_a_model_built_from_the_gru_config_runs_the_kernel_and_records_it():
+    from grubench.config import build, model_config
+
+    task = TaskSpec(name="adding", input_kind="real", input_size=2, output="regression", num_outputs=1,
+                    seq_len=20, metric="mse", chance={})
+    model = build(model_config("gru", ["model.hidden_size=8"]).model, "model", task=task)
+    assert isinstance(model, SequenceModel) and isinstance(model.recurrent, GRU)
+    model(torch.randn(4, 20, 2)).sum().backward()
+    assert model.last_recurrent_impl == "kernel"
