@@ -113,3 +113,18 @@ def test_a_model_built_from_the_gru_config_runs_the_kernel_and_records_it():
     assert isinstance(model, SequenceModel) and isinstance(model.recurrent, GRU)
     model(torch.randn(4, 20, 2)).sum().backward()
     assert model.last_recurrent_impl == "kernel"
+
+
+def test_without_a_compiler_torchs_gru_runs_and_says_why(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import torch; from grubench.models import GRU; from grubench.models.cpu_gru import extension\n"
+             "layer = GRU(2, 8, batch_first=True); layer(torch.randn(4, 10, 2))\n"
+             "print(layer.last_impl); print(extension())")
+    env = {**os.environ, "CXX": "/nonexistent/c++", "XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[0] == "fused"
+    assert done.stdout.splitlines()[1].startswith("it could not be built (")
+    assert "torch's GRU runs instead" in done.stderr

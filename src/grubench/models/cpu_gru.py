@@ -82,7 +82,9 @@ def extension():
             return cpp_extension.load(name, [str(SOURCE)], extra_cflags=FLAGS, build_directory=str(build),
                                       verbose=False)
     except Exception as error:  # no compiler, a failed build: torch's GRU runs instead
-        return f"grubench's CPU GRU kernel could not be built ({first_line(error)[:200]})"
+        why = f"it could not be built ({first_line(error)[:200]})"
+        log.warning("grubench's CPU GRU kernel: %s; torch's GRU runs instead", why)
+        return why
 
 
 class _Layer(torch.autograd.Function):
