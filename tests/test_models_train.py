@@ -1,4 +1,4 @@
-"""Every cell-loop model config (and the minimal RNNs' parallel scan) trains end to end with the
+"""Every cell-loop model config (the minimal RNNs on their step loop, auto's choice on a CPU) trains end to end with the
 real command line, in one sweep, and learns: an untrained model predicts about 0 where the sums
 average 1 (test MSE about 1.2); after 20 steps every model's is below half of that."""
 

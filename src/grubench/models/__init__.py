@@ -6,7 +6,8 @@ equations, and `Recurrent`, the layer that runs any cell over time like torch.nn
     out, h_n = layer(x)                                          # [B, T, 64], [1, B, 64]
 
 `MinGRUCell` and `MinLSTMCell` (Feng et al. 2024) run in `Recurrent` as a parallel scan over
-time; `GRU` is torch's nn.GRU whose CPU training runs grubench's kernel (`grubench.models.cpu_gru`);
+time; `GRU` and `RNN` are torch's nn.GRU and nn.RNN whose CPU training runs grubench's kernels
+(`grubench.models.cpu_kernels`);
 `FusedLSTM` is torch's nn.LSTM with a forget-gate bias option (`grubench.models.init`);
 `convert` takes weights to and from Keras' SimpleRNN, LSTM and GRU.
 
@@ -28,7 +29,7 @@ from grubench.models.cells import (
     TorchLSTMCell,
     TorchRNNCell,
 )
-from grubench.models.cpu_gru import GRU
+from grubench.models.cpu_kernels import GRU, RNN
 from grubench.models.init import FusedLSTM
 from grubench.models.layers import Recurrent, copy_torch_weights
 from grubench.models.minimal import MinGRUCell, MinLSTMCell
@@ -48,6 +49,7 @@ __all__ = [
     "MinGRUCell",
     "MinLSTMCell",
     "OneHot",
+    "RNN",
     "Recurrent",
     "SequenceModel",
     "TorchGRUCell",

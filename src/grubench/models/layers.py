@@ -80,7 +80,9 @@ class Recurrent(nn.Module):
         compile: run each cell's step (or scan) through torch.compile; where compilation fails
             (no compiler, unsupported platform) one line is logged and it runs eagerly.
         parallel: for cells that have a parallel form over time (a `scan` method, the minimal
-            RNNs of `grubench.models.minimal`), run it instead of the step loop; other cells loop.
+            RNNs of `grubench.models.minimal`), run it instead of the step loop (True), or "auto":
+            the scan on a GPU and under `compile`, the step loop on a CPU, where it was measured
+            2.5-4x faster than the scan at the study's sizes (docs/models.md); other cells loop.
         impl: "auto": torch's fused kernel for a cell it computes exactly, where it was measured
             faster than the loop (`grubench.models.fused.preferred`), else the step loop, and the
             loop whenever `compile` asks for the step to be compiled; "loop": always the step loop
@@ -90,7 +92,7 @@ class Recurrent(nn.Module):
 
     def __init__(self, cell: Callable[..., Cell], input_size: int, hidden_size: int, num_layers: int = 1,
                  dropout: float = 0.0, bidirectional: bool = False, batch_first: bool = True,
-                 seq_len: int | None = None, compile: bool = False, parallel: bool = True,
+                 seq_len: int | None = None, compile: bool = False, parallel: bool | str = True,
                  impl: str = "auto"):
         super().__init__()
         require_positive(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
@@ -98,6 +100,8 @@ class Recurrent(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        if parallel not in (True, False, "auto"):
+            raise ValueError(f"parallel must be true, false or auto, got {parallel!r}")
         extra = {}
         if seq_len is not None and accepts(cell, "t_max") and not fixed(cell, "t_max"):
             extra["t_max"] = seq_len
@@ -123,7 +127,7 @@ class Recurrent(nn.Module):
         self.impl = impl
         self.last_impl: str | None = None
         self.compile = compile
-        self.parallel = parallel and hasattr(self.cells[0], "scan")
+        self.parallel = parallel if hasattr(self.cells[0], "scan") else False   # True, "auto" or False
         self._compiled: list[Callable] | None = None
         if compile:
             problem = compile_problem()
@@ -149,6 +153,7 @@ class Recurrent(nn.Module):
         first = self.cells[0]
         use_fused = (keep is None and not self.compile and fused.kernel_of(first) is not None
                      and (self.impl == "fused" or self.impl == "auto" and fused.preferred(first, x.device.type)))
+        use_scan = self.parallel is True or bool(self.parallel) and (self.compile or x.device.type != "cpu")
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.directions):
@@ -158,7 +163,7 @@ class Recurrent(nn.Module):
                 if use_fused:
                     start = cell.initial_state(x) if state is None else _pick(state, index)
                     out, final = fused.run(cell, x, start, reverse, self.training)
-                elif self.parallel:
+                elif use_scan:
                     scan = self._compiled[index] if self._compiled else cell.scan
                     start = None if state is None else _pick(state, index)
                     out, final = self._scan(cell, scan, x, start, reverse, keep)
@@ -173,7 +178,7 @@ class Recurrent(nn.Module):
                 x = self.dropout(x)
         if not self.batch_first:
             x = x.transpose(0, 1)
-        self.last_impl = "fused" if use_fused else "scan" if self.parallel else "loop"
+        self.last_impl = "fused" if use_fused else "scan" if use_scan else "loop"
         if isinstance(finals[0], tuple):
             return x, tuple(torch.stack(parts) for parts in zip(*finals))
         return x, torch.stack(finals)

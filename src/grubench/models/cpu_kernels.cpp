@@ -1,7 +1,8 @@
-// torch.nn.GRU's equations on a CPU, forward and backward through time, one layer and direction
-// (grubench/models/cpu_gru.py says why and how it is built). Shapes: B batch, T steps, F input
-// features, H units; gate blocks in torch's order r, z, n.
+// torch.nn.GRU's and torch.nn.RNN's (tanh) equations on a CPU, forward and backward through
+// time, one layer and direction (grubench/models/cpu_kernels.py says why and how it is built).
+// Shapes: B batch, T steps, F input features, H units; GRU gate blocks in torch's order r, z, n.
 //
+// GRU
 //   forward   gi = x W_ih^T + b_ih (all steps, one matmul); per step t = 1..T:
 //               gh = h_{t-1} W_hh^T + b_hh                          (one matmul)
 //               r = sigmoid(gi_r + gh_r)   z = sigmoid(gi_z + gh_z)
@@ -13,6 +14,10 @@
 //               d gi_t = [dr', dz', dn']     d gh_t = [dr', dz', dn' r]
 //               dL/dh_{t-1} = d z + d gh_t W_hh                     (one matmul)
 //             then the weights' gradients over all steps at once (one matmul each).
+//
+// RNN (tanh)
+//   forward   gi = x W_ih^T + b_ih; per step h_t = tanh(gi_t + h_{t-1} W_hh^T + b_hh)
+//   backward  a' = d (1 - h_t^2);  dL/dh_{t-1} = a' W_hh;  d gi_t = a'
 //
 // The elementwise work of a step is one pass over [B, H] (the sigmoids are ATen's vectorised
 // sigmoid_ on whole blocks), so a training step costs the matmuls and little else.
@@ -90,11 +95,36 @@ void step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__
   }
 }
 
+// RNN: 2 (gi + gh) in place of gh [B, H] (tanh through 2 sigmoid(2a) - 1).
+template <typename scalar_t>
+void rnn_inputs(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
+                scalar_t* __restrict__ a) {
+  for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* xi = gi + b * T * H;
+    for (int64_t j = 0; j < H; ++j) a[b * H + j] = 2 * (xi[j] + a[b * H + j]);
+  }
+}
+
+template <typename scalar_t>
+void rnn_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
+                       const scalar_t* __restrict__ h, const scalar_t* __restrict__ carried,
+                       scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh) {
+  for (int64_t b = 0; b < B; ++b) {
+    scalar_t* di = dgi + b * T * H;
+    const int64_t o = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const scalar_t d = (carried[o + j] + grad_out[o + j]) * (1 - h[o + j] * h[o + j]);
+      di[j] = d;
+      dgh[o + j] = d;
+    }
+  }
+}
+
 }  // namespace
 
 // x [B, T, F] and h0 [B, H] contiguous, torch's weights of one layer and direction ->
 // states [T + 1, B, H] (h_0 .. h_T, time first), gates [T, 3, B, H] (r, z, n), ghn [T, B, H].
-std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
                                 const at::Tensor& w_hh, const at::Tensor& b_ih,
                                 const at::Tensor& b_hh) {
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
@@ -105,7 +135,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& h0, const
   auto ghn = at::empty({T, B, H}, x.options());
   auto gh = at::empty({B, 3 * H}, x.options());
   const auto w_hh_t = w_hh.t();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cpu_gru.forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     const scalar_t* gi_p = gi.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
       at::addmm_out(gh, b_hh, states[t], w_hh_t);
@@ -127,7 +157,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& h0, const
 
 // grad_out [T, B, H] contiguous (dL/dh_t for t = 1..T, time first) and what forward returned ->
 // (dx [B, T, F] or undefined, dh0 [B, H], dw_ih, dw_hh, db_ih, db_hh).
-std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& x,
+std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                                  const at::Tensor& states, const at::Tensor& gates,
                                  const at::Tensor& ghn, bool need_dx) {
@@ -136,7 +166,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& x
   auto dgh = at::empty({T, B, 3 * H}, x.options());
   auto carried = at::zeros({B, H}, x.options());
   auto direct = at::empty({B, H}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cpu_gru.backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* r = gates.data_ptr<scalar_t>() + t * 3 * B * H;
       step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
@@ -157,7 +187,53 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& x
   return {dx, carried, dw_ih, dw_hh, dgi2.sum(0), dgh2.sum(0)};
 }
 
+// x [B, T, F] and h0 [B, H] contiguous, torch's RNN weights -> states [T + 1, B, H].
+at::Tensor rnn_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh) {
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
+  const auto gi = at::addmm(b_ih, x.view({B * T, F}), w_ih.t());  // [B * T, H]
+  auto states = at::empty({T + 1, B, H}, x.options());
+  states[0].copy_(h0);
+  const auto w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      auto h = states[t + 1];
+      at::addmm_out(h, b_hh, states[t], w_hh_t);
+      rnn_inputs<scalar_t>(B, T, H, gi.data_ptr<scalar_t>() + t * H, h.data_ptr<scalar_t>());
+      h.sigmoid_().mul_(2).sub_(1);
+    }
+  });
+  return states;
+}
+
+// grad_out [T, B, H] contiguous and the states -> (dx or undefined, dh0, dw_ih, dw_hh, db_ih, db_hh).
+std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const at::Tensor& states, bool need_dx) {
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
+  auto dgi = at::empty({B, T, H}, x.options());
+  auto dgh = at::empty({T, B, H}, x.options());
+  auto carried = at::zeros({B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      rnn_step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
+                                  states.data_ptr<scalar_t>() + (t + 1) * B * H,
+                                  carried.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>() + t * H,
+                                  dgh.data_ptr<scalar_t>() + t * B * H);
+      at::mm_out(carried, dgh[t], w_hh);
+    }
+  });
+  const auto dgi2 = dgi.view({B * T, H});
+  const auto dgh2 = dgh.view({T * B, H});
+  auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
+  auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
+  at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
+  return {dx, carried, dw_ih, dw_hh, dgi2.sum(0), dgh2.sum(0)};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "GRU layer forward (grubench/models/cpu_gru.cpp)");
-  m.def("backward", &backward, "GRU layer backward through time");
+  m.def("gru_forward", &gru_forward, "GRU layer forward (grubench/models/cpu_kernels.cpp)");
+  m.def("gru_backward", &gru_backward, "GRU layer backward through time");
+  m.def("rnn_forward", &rnn_forward, "RNN (tanh) layer forward");
+  m.def("rnn_backward", &rnn_backward, "RNN (tanh) layer backward through time");
 }

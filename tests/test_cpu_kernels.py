@@ -1,7 +1,7 @@
-"""grubench's CPU GRU kernel (`grubench.models.GRU`): torch's GRU's values and gradients within
-float32 rounding (1e-5; float64 1e-12) through stacks, both directions, a given initial state,
-time-first input and no biases; `impl` chooses, torch's GRU runs where the kernel cannot, and a
-run records which ran."""
+"""grubench's CPU kernels (`grubench.models.GRU`, `RNN`): torch's GRU's and RNN's values and
+gradients within float32 rounding (1e-5; float64 1e-12) through stacks, both directions, a given
+initial state, time-first input and no biases; `impl` chooses, torch's layer runs where the kernel
+cannot, and a run records which ran."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from grubench.models import GRU, SequenceModel
-from grubench.models.cpu_gru import extension
+from grubench.models import GRU, RNN, SequenceModel
+from grubench.models.cpu_kernels import extension
 from grubench.spec import TaskSpec
 
 LAYOUTS = {
@@ -31,14 +31,19 @@ def results(layer, x, h0):
     return [out, h_n, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
 
 
+TWINS = {"GRU": (GRU, nn.GRU), "RNN": (RNN, nn.RNN)}
+
+
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=str)
-def test_kernel_equals_torchs_gru_in_values_and_gradients(layout, dtype, tolerance):
+@pytest.mark.parametrize("kind", TWINS)
+def test_kernel_equals_torchs_layer_in_values_and_gradients(kind, layout, dtype, tolerance):
     assert not isinstance(extension(), str), extension()
     torch.manual_seed(0)
     options = {"batch_first": True, **LAYOUTS[layout]}
-    kernel = GRU(3, 16, **options).to(dtype)
-    torch_gru = nn.GRU(3, 16, **options).to(dtype)
+    ours, theirs = TWINS[kind]
+    kernel = ours(3, 16, **options).to(dtype)
+    torch_gru = theirs(3, 16, **options).to(dtype)
     torch_gru.load_state_dict(kernel.state_dict())
     directions = 2 if kernel.bidirectional else 1
     x = torch.randn(8, 40, 3, dtype=dtype)
@@ -91,11 +96,16 @@ def test_torchs_gru_runs_where_the_kernel_cannot_and_the_layer_says_which_ran():
 
 def test_impl_kernel_refuses_in_one_line_where_the_kernel_cannot_run():
     layer = GRU(2, 8, batch_first=True, impl="kernel")
-    with pytest.raises(RuntimeError, match="^impl=kernel: .*CPU autocast$"):
+    with pytest.raises(RuntimeError, match="^impl=kernel: grubench's CPU kernel cannot run here: .*CPU autocast$"):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             layer(torch.randn(4, 10, 2))
     with pytest.raises(ValueError, match="impl must be one of auto, kernel, fused"):
         GRU(2, 8, impl="loop")
+    with pytest.raises(RuntimeError, match="^impl=kernel: .*: it computes tanh \\(not rnn_relu\\)$"):
+        RNN(2, 8, nonlinearity="relu", impl="kernel")(torch.randn(4, 10, 2))
+    relu = RNN(2, 8, nonlinearity="relu")
+    relu(torch.randn(4, 10, 2))
+    assert relu.last_impl == "fused"
 
 
 def test_a_wrong_initial_state_is_refused_as_torch_refuses_it():
@@ -104,13 +114,14 @@ def test_a_wrong_initial_state_is_refused_as_torch_refuses_it():
         layer(torch.randn(4, 10, 2), torch.zeros(1, 3, 8))
 
 
-def test_a_model_built_from_the_gru_config_runs_the_kernel_and_records_it():
+@pytest.mark.parametrize("name, layer", [("gru", GRU), ("rnn", RNN)])
+def test_a_model_built_from_its_config_runs_the_kernel_and_records_it(name, layer):
     from grubench.config import build, model_config
 
     task = TaskSpec(name="adding", input_kind="real", input_size=2, output="regression", num_outputs=1,
                     seq_len=20, metric="mse", chance={})
-    model = build(model_config("gru", ["model.hidden_size=8"]).model, "model", task=task)
-    assert isinstance(model, SequenceModel) and isinstance(model.recurrent, GRU)
+    model = build(model_config(name, ["model.hidden_size=8"]).model, "model", task=task)
+    assert isinstance(model, SequenceModel) and isinstance(model.recurrent, layer)
     model(torch.randn(4, 20, 2)).sum().backward()
     assert model.last_recurrent_impl == "kernel"
 
@@ -120,11 +131,11 @@ def test_without_a_compiler_torchs_gru_runs_and_says_why(tmp_path):
     import subprocess
     import sys
 
-    probe = ("import torch; from grubench.models import GRU; from grubench.models.cpu_gru import extension\n"
+    probe = ("import torch; from grubench.models import GRU; from grubench.models.cpu_kernels import extension\n"
              "layer = GRU(2, 8, batch_first=True); layer(torch.randn(4, 10, 2))\n"
              "print(layer.last_impl); print(extension())")
     env = {**os.environ, "CXX": "/nonexistent/c++", "XDG_CACHE_HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[0] == "fused"
     assert done.stdout.splitlines()[1].startswith("it could not be built (")
-    assert "torch's GRU runs instead" in done.stderr
+    assert "torch's GRU and RNN run instead" in done.stderr
