@@ -39,7 +39,7 @@ WHEELS=(hydra-core omegaconf antlr4-python3-runtime hydra-joblib-launcher
         databricks-sdk google-auth pyasn1 pyasn1_modules cryptography cffi pycparser
         fastapi starlette pydantic pydantic_core annotated-types typing-inspection importlib_metadata
         opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-semantic-conventions
-        optuna colorlog chardet mnist1d)
+        optuna colorlog chardet mnist1d aeon Deprecated)
 SDIST_ONLY=(antlr4-python3-runtime)   # no wheel on PyPI: built from its source (pure Python)
 
 if [ "$mode" = fetch ]; then
