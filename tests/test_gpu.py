@@ -65,7 +65,9 @@ def test_gradient_flow_on_gpu_matches_the_cpu(name):
     batch = (torch.randn(4, 15, 8), torch.randn(4))
     on_cpu = gradient_flow(net, batch)
     on_gpu = gradient_flow(net.cuda(), tuple(t.cuda() for t in batch))
-    assert on_gpu.norms == pytest.approx(on_cpu.norms, rel=1e-5)
+    assert on_gpu.keys() == on_cpu.keys()
+    for quantity, curve in on_cpu.items():
+        assert on_gpu[quantity].norms == pytest.approx(curve.norms, rel=1e-5), quantity
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])

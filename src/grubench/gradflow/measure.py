@@ -193,7 +193,10 @@ def gradient_flow(model: SequenceModel, batch, stage: str = "step0", positions: 
         x = x.to(dtype)
     batch = (x, y)  # a mask without padding says nothing more
     layer = probe.recurrent
-    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+    # cuDNN's RNNs take no backward pass in eval mode (which the copy is in: no dropout), so on a
+    # GPU the layers run torch's own kernels: the same function, measured in float64.
+    with (torch.enable_grad(), torch.autocast(x.device.type, enabled=False),
+          torch.backends.cudnn.flags(enabled=False)):
         with torch.no_grad():
             u = probe.encoding(x).to(dtype)  # a one-hot encoding gives fp32 whatever the model
             whole, _ = layer(u)
