@@ -14,8 +14,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from grubench.config import model_config
 from grubench.errors import Diverged, RunFailed
 from grubench.harness import callbacks
+from grubench.spec import TaskSpec
+from grubench.task import SequenceTask
 from grubench.train import train
 from tests.conftest import compose_config, runs
 from tests.test_faults import SHORT
@@ -93,3 +96,36 @@ def test_throughput_logs_one_summary_per_epoch_from_every_step(tmp_path):
     assert all(0 < m.value < math.inf for m in history)
     step_ms = run.data.metrics["speed/step_ms"]
     assert 0 < step_ms < 1000
+
+
+TASKS = {  # one of each output kind: (spec, a batch of size B)
+    "regression": (TaskSpec("t", "real", 3, "regression", 1, 6, "mse", {}),
+                   lambda b: (torch.randn(b, 6, 3), torch.randn(b))),
+    "classification": (TaskSpec("t", "real", 3, "classification", 4, 6, "acc", {}),
+                       lambda b: (torch.randn(b, 6, 3), torch.randint(4, (b,)))),
+    "per_step_classification": (TaskSpec("t", "tokens", 5, "per_step_classification", 5, 6, "acc", {}, 2),
+                                lambda b: (torch.randint(5, (b, 6)), torch.randint(5, (b, 6)))),
+    "per_step_multilabel": (TaskSpec("t", "real", 3, "per_step_multilabel", 3, 6, "nll", {}),
+                            lambda b: (torch.randn(b, 6, 3), torch.randint(2, (b, 6, 3)).float())),
+}
+
+
+@pytest.mark.parametrize("kind", TASKS)
+def test_a_training_step_reads_nothing_back_to_the_host(kind, monkeypatch):
+    """On a GPU a read of a tensor's value on the host waits for the step's kernels; here any
+    such read in a training step raises. The epoch's train loss is the mean per sequence."""
+    spec, batch = TASKS[kind]
+    cfg = model_config("gru", ["model.hidden_size=8"])
+    task = SequenceTask(cfg.model, cfg.optim, spec)
+    first, second = batch(3), batch(1)
+    task.model(first[0])  # whatever is made once (a kernel's build) before the reads are barred
+
+    def read(*_):
+        raise AssertionError("a training step read a tensor's value on the host")
+
+    with monkeypatch.context() as barred:
+        for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+            barred.setattr(torch.Tensor, name, read)
+        losses = [task.training_step(b, i).detach() for i, b in enumerate((first, second))]
+    assert task.train_loss.compute() == pytest.approx(float(losses[0] * 3 + losses[1]) / 4)
+    task.metrics["train_metric"].compute()

@@ -52,15 +52,21 @@ class SequenceTask(pl.LightningModule):
         self.spec = spec
         self.model = build(OmegaConf.create(model), "model", task=spec)
         self.metrics = torch.nn.ModuleDict({f"{split}_metric": self._metric() for split in ("train", "val", "test")})
-        self.train_loss = torchmetrics.MeanMetric()  # weighted by batch size
+        # No metric may read a value back to the host in a training step: on a GPU that read waits
+        # for the step's kernels and the next step cannot be queued behind them. torchmetrics'
+        # aggregators check every update for NaN on the host unless nan_strategy="disable" (a
+        # non-finite loss is FiniteLoss's to find); its classification metrics check their
+        # inputs' values unless validate_args=False (the TaskSpec already fixes them).
+        self.train_loss = torchmetrics.MeanMetric(nan_strategy="disable")
 
     def _metric(self) -> torchmetrics.Metric:
         kind = self.spec.output
         if kind == "regression":
             return torchmetrics.MeanSquaredError()
         if kind in ("classification", "per_step_classification"):
-            return torchmetrics.classification.MulticlassAccuracy(self.spec.num_outputs, average="micro")
-        return torchmetrics.MeanMetric()  # per-step multi-label: NLL per real time step
+            return torchmetrics.classification.MulticlassAccuracy(self.spec.num_outputs, average="micro",
+                                                                  validate_args=False)
+        return torchmetrics.MeanMetric(nan_strategy="disable")  # per-step multi-label: NLL per real time step
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x) if lengths is None else self.model(x, lengths)
@@ -75,7 +81,9 @@ class SequenceTask(pl.LightningModule):
         metric.update(*[t.detach() for t in metric_inputs])
         batch_size = len(batch[0])
         if split == "train":
-            self.train_loss.update(loss.detach(), batch_size)
+            # The loss once per sequence: the mean over the epoch weighted by batch size
+            # (nan_strategy="disable" drops update's weight argument).
+            self.train_loss.update(loss.detach().expand(batch_size))
         else:
             self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=batch_size, prog_bar=split == "val")
             self.log(f"{split}/{self.spec.metric}", metric, on_step=False, on_epoch=True, batch_size=batch_size,
