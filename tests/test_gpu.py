@@ -160,3 +160,20 @@ def test_adding_data_drawn_on_the_gpu_is_the_adding_problem():
     again = AddingDataModule(seq_len=30, train_size=256, val_size=16, test_size=16, generator_device="cuda")
     again.setup()
     assert torch.equal(again.splits["train"][0], x)  # reproducible from the seed
+
+
+def test_a_cells_peak_memory_leaves_out_what_is_held_beside_it():
+    from omegaconf import OmegaConf
+
+    from grubench.bench.grid import Cell, Runner
+
+    settings = OmegaConf.create({"input_size": None, "seed": 0, "warmup": 0, "repeats": 2, "max_seconds": 1.0,
+                                 "grid": {}, "model_overrides": []})
+    runner = Runner(settings)
+    cell = Cell("gru", "cuda", "32-true", 4, 10, 16)
+    alone, _ = runner.run(cell)
+    held = torch.empty(2**28, device="cuda")  # 1 GiB that is not the cell's (the first GPU grid's rows grew so)
+    beside, _ = runner.run(cell)
+    del held
+    assert alone["status"] == beside["status"] == "ok"
+    assert beside["peak_mb"] == pytest.approx(alone["peak_mb"], abs=1.0)

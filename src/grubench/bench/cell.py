@@ -18,7 +18,8 @@ layer in fp32 (torch's CPU GRU) or run it in another low precision.
 
 Memory: `saved_mb`, the tensors autograd keeps for the backward pass (activations, workspaces,
 low-precision weight copies; parameters excluded; each storage once), on any device; and on a GPU
-`peak_mb`, the CUDA allocator's peak during one training step (parameters and inputs included).
+`peak_mb`, the CUDA allocator's peak during one training step (parameters and inputs included;
+the grid counts it above what was allocated before the cell's model was built).
 """
 
 from __future__ import annotations

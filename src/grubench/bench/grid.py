@@ -37,6 +37,7 @@ Columns (CSV; the printed table shows most of them):
 from __future__ import annotations
 
 import csv
+import gc
 import itertools
 import math
 import sys
@@ -158,12 +159,15 @@ class Runner:
             spec = TaskSpec(name="bench", input_kind="real", input_size=input_size, output="regression",
                             num_outputs=1, seq_len=cell.seq_len, metric="mse", chance={})
             torch.manual_seed(int(s.seed))
+            # What earlier cells left allocated is not this cell's: the peak is counted above it.
+            before_mb = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
             model = build(node, "model", task=spec)
             row["params"] = sum(p.numel() for p in model.parameters())
             flops, row["flops_source"] = forward_flops(model, cell.batch, cell.seq_len)
             model.to(device)
             row.update(measure(model, device, cell.precision, cell.batch, cell.seq_len, int(s.warmup),
                                int(s.repeats), float(s.max_seconds), int(s.seed)))
+            row["peak_mb"] -= before_mb
             train_s, fwd_s = row["train_ms"] / 1000, row["fwd_ms"] / 1000
             row.update(
                 samples_per_s=cell.batch / train_s, steps_per_s=cell.batch * cell.seq_len / train_s,
@@ -182,6 +186,7 @@ class Runner:
             row["status"] = f"error: {type(failure).__name__}: {first}"[:300]
         finally:
             del model
+            gc.collect()  # a model held in a reference cycle would stay on the GPU until the next collection
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         return row, node
