@@ -33,6 +33,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from grubench.harness.allocator import keep_freed_memory
 from grubench.models import counting
 from grubench.models.layers import compile_problem
 from grubench.spec import TaskSpec
@@ -93,6 +94,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()   # as a training run does
     device = torch.device(args.device)
     torch.manual_seed(0)
 

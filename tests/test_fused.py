@@ -18,6 +18,8 @@ from grubench.models import (
     LSTMNoForgetCell,
     LSTMNoInputCell,
     LSTMNoOutputCell,
+    MinGRUCell,
+    MinLSTMCell,
     Recurrent,
     TorchGRUCell,
     TorchLSTMCell,
@@ -26,7 +28,13 @@ from grubench.models import (
 )
 
 FUSED_CELLS = [LSTMCell, LSTMNoForgetCell, LSTMNoInputCell, LSTMNoOutputCell, LSTMCoupledCell,
-               TorchLSTMCell, TorchGRUCell, TorchRNNCell]
+               TorchLSTMCell, TorchGRUCell, TorchRNNCell, JANETCell, MinGRUCell, MinLSTMCell]
+
+
+def path_of(cell) -> str:
+    """What a Recurrent of `cell` records for its fused path: grubench's kernel for JANET and
+    the minimal RNNs."""
+    return "kernel" if cell in (JANETCell, MinGRUCell, MinLSTMCell) else "fused"
 
 
 def parts(state):
@@ -53,7 +61,7 @@ def assert_same(found, expected, tolerance):
 def test_fused_path_equals_the_step_loop_in_values_and_gradients(cell):
     torch.manual_seed(0)
     make = functools.partial(cell, forget_bias="chrono") if cell in (LSTMCell, LSTMNoInputCell) else cell
-    loop = Recurrent(make, 3, 16, num_layers=2, bidirectional=True, seq_len=40, impl="loop")
+    loop = Recurrent(make, 3, 16, num_layers=2, bidirectional=True, seq_len=40, parallel=False, impl="loop")
     on_fused = copy.deepcopy(loop)
     on_fused.impl = "fused"
     x = torch.randn(8, 40, 3)
@@ -62,19 +70,19 @@ def test_fused_path_equals_the_step_loop_in_values_and_gradients(cell):
     for given in (None, state):
         expected = outputs_and_gradients(loop, x, given)
         found = outputs_and_gradients(on_fused, x, given)
-        assert loop.last_impl == "loop" and on_fused.last_impl == "fused"
+        assert loop.last_impl == "loop" and on_fused.last_impl == path_of(cell)
         assert_same(found, expected, 1e-5)
 
 
 @pytest.mark.parametrize("cell", FUSED_CELLS, ids=lambda c: c.__name__)
 def test_fused_path_is_the_cells_equations_exactly_in_float64(cell):
     torch.manual_seed(1)
-    loop = Recurrent(cell, 2, 6, impl="loop").double()
+    loop = Recurrent(cell, 2, 6, seq_len=25, parallel=False, impl="loop").double()
     on_fused = copy.deepcopy(loop)
     on_fused.impl = "fused"
     x = torch.randn(4, 25, 2, dtype=torch.float64)
     assert_same(outputs_and_gradients(on_fused, x), outputs_and_gradients(loop, x), 1e-12)
-    assert loop.last_impl == "loop" and on_fused.last_impl == "fused"
+    assert loop.last_impl == "loop" and on_fused.last_impl == path_of(cell)
 
 
 def test_an_open_gate_is_exactly_one_with_zero_derivative_in_every_float_dtype():
@@ -108,8 +116,9 @@ def test_auto_chooses_by_the_measured_table_and_records_what_ran():
         chosen[f"{name} {hidden}"] = layer.last_impl
     assert chosen == {"LSTMCell 256": "fused", "LSTMNoForgetCell 64": "fused", "LSTMNoForgetCell 128": "loop",
                       "TorchGRUCell 64": "fused", "TorchRNNCell 64": "loop", "GRUCell 64": "loop",
-                      "JANETCell 64": "loop"}
+                      "JANETCell 64": "kernel"}
     assert fused.preferred(LSTMNoForgetCell(3, 256), "cuda") and fused.preferred(TorchRNNCell(3, 8), "cuda")
+    assert not fused.preferred(JANETCell(3, 8, t_max=5), "cuda")   # grubench's kernel: a CPU's only
 
 
 def test_loop_compile_and_sequence_lengths_keep_the_step_loop():
@@ -124,8 +133,13 @@ def test_loop_compile_and_sequence_lengths_keep_the_step_loop():
 def test_fused_is_refused_where_it_cannot_run():
     with pytest.raises(ValueError, match="impl=fused: GRUCell has no fused form"):
         Recurrent(GRUCell, 3, 4, impl="fused")
-    with pytest.raises(ValueError, match="impl=fused: JANETCell has no fused form"):
-        Recurrent(JANETCell, 3, 4, seq_len=10, impl="fused")
+    janet = Recurrent(JANETCell, 3, 4, seq_len=10, impl="fused").to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="^impl=fused: grubench's janet kernel cannot run here: it computes in "
+                                           "float32 or float64 \\(not torch.bfloat16\\)$"):
+        janet(torch.randn(2, 5, 3, dtype=torch.bfloat16))
+    auto = Recurrent(JANETCell, 3, 4, seq_len=10).to(torch.bfloat16)
+    auto(torch.randn(2, 5, 3, dtype=torch.bfloat16))
+    assert auto.last_impl == "loop"
     with pytest.raises(ValueError, match="impl=fused runs no step loop to compile"):
         Recurrent(LSTMCell, 3, 4, impl="fused", compile=True)
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(RuntimeError, match="under CPU autocast"):

@@ -1,5 +1,5 @@
-// torch.nn.GRU's and torch.nn.RNN's (tanh) equations on a CPU, forward and backward through
-// time, one layer and direction (grubench/models/cpu_kernels.py says why and how it is built).
+// torch.nn.GRU's and torch.nn.RNN's (tanh) equations, JANET's, and the minimal RNNs' linear
+// recurrence, on a CPU, forward and backward through time, one layer and direction (grubench/models/cpu_kernels.py says why and how it is built).
 // Shapes: B batch, T steps, F input features, H units; GRU gate blocks in torch's order r, z, n.
 //
 // GRU
@@ -18,6 +18,17 @@
 // RNN (tanh)
 //   forward   gi = x W_ih^T + b_ih; per step h_t = tanh(gi_t + h_{t-1} W_hh^T + b_hh)
 //   backward  a' = d (1 - h_t^2);  dL/dh_{t-1} = a' W_hh;  d gi_t = a'
+//
+// JANET (grubench.models.JANETCell; one bias, blocks f, c)
+//   forward   gi = x W^T + b; per step [s; a] = gi_t + c_{t-1} U^T
+//               f = sigmoid(s)   u = sigmoid(s - beta)   g = tanh(a)
+//               c_t = f c_{t-1} + (1 - u) g
+//   backward  ds = d c_{t-1} f (1 - f) - d g u (1 - u)    da = d (1 - u)(1 - g^2)
+//             dL/dc_{t-1} = d f + [ds, da] U
+//
+// Linear recurrence (the minimal RNNs, grubench.models.minimal; a_t, b_t [B, T, H] from the input)
+//   forward   h_t = a_t h_{t-1} + b_t
+//   backward  d_t = dL/dh_t + a_{t+1} d_{t+1};  da_t = d_t h_{t-1};  db_t = d_t;  dL/dh_0 = a_1 d_1
 //
 // The elementwise work of a step is one pass over [B, H] (the sigmoids are ATen's vectorised
 // sigmoid_ on whole blocks), so a training step costs the matmuls and little else.
@@ -116,6 +127,87 @@ void rnn_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restri
       const scalar_t d = (carried[o + j] + grad_out[o + j]) * (1 - h[o + j] * h[o + j]);
       di[j] = d;
       dgh[o + j] = d;
+    }
+  }
+}
+
+// JANET: s, s - beta and 2a into g [3, B, H], for one sigmoid over all three.
+template <typename scalar_t>
+void janet_inputs(int64_t B, int64_t H, scalar_t beta, const scalar_t* __restrict__ pre,
+                  scalar_t* __restrict__ g) {
+  const int64_t BH = B * H;
+  for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* p = pre + b * 2 * H;
+    const int64_t o = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      g[o + j] = p[j];
+      g[BH + o + j] = p[j] - beta;
+      g[2 * BH + o + j] = 2 * p[H + j];
+    }
+  }
+}
+
+// g = 2 sigmoid(2a) - 1 in place, and c_t = f c_{t-1} + (1 - u) g.
+template <typename scalar_t>
+void janet_state(int64_t BH, const scalar_t* __restrict__ f, const scalar_t* __restrict__ u,
+                 scalar_t* __restrict__ g, const scalar_t* __restrict__ c_prev,
+                 scalar_t* __restrict__ c) {
+  for (int64_t k = 0; k < BH; ++k) {
+    const scalar_t gk = 2 * g[k] - 1;
+    g[k] = gk;
+    c[k] = f[k] * c_prev[k] + (1 - u[k]) * gk;
+  }
+}
+
+template <typename scalar_t>
+void janet_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
+                         const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ f,
+                         const scalar_t* __restrict__ u, const scalar_t* __restrict__ g,
+                         const scalar_t* __restrict__ carried, scalar_t* __restrict__ dgi,
+                         scalar_t* __restrict__ dgh, scalar_t* __restrict__ direct) {
+  for (int64_t b = 0; b < B; ++b) {
+    scalar_t* di = dgi + b * T * 2 * H;
+    scalar_t* dg = dgh + b * 2 * H;
+    const int64_t o = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const int64_t k = o + j;
+      const scalar_t d = carried[k] + grad_out[k];
+      const scalar_t ds = d * c_prev[k] * f[k] * (1 - f[k]) - d * g[k] * u[k] * (1 - u[k]);
+      const scalar_t da = d * (1 - u[k]) * (1 - g[k] * g[k]);
+      di[j] = ds;
+      di[H + j] = da;
+      dg[j] = ds;
+      dg[H + j] = da;
+      direct[k] = d * f[k];
+    }
+  }
+}
+
+// Linear recurrence, one sequence b at a time, its units innermost (contiguous).
+template <typename scalar_t>
+void linear_forward_seq(int64_t T, int64_t H, const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                        const scalar_t* __restrict__ h0, scalar_t* __restrict__ h) {
+  const scalar_t* prev = h0;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t o = t * H;
+    for (int64_t j = 0; j < H; ++j) h[o + j] = a[o + j] * prev[j] + b[o + j];
+    prev = h + o;
+  }
+}
+
+template <typename scalar_t>
+void linear_backward_seq(int64_t T, int64_t H, const scalar_t* __restrict__ grad, const scalar_t* __restrict__ a,
+                         const scalar_t* __restrict__ h, const scalar_t* __restrict__ h0,
+                         scalar_t* __restrict__ da, scalar_t* __restrict__ db, scalar_t* __restrict__ dh0) {
+  for (int64_t j = 0; j < H; ++j) dh0[j] = 0;   // carries d_{t+1} a_{t+1} down the steps
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t o = t * H;
+    const scalar_t* prev = t > 0 ? h + o - H : h0;
+    for (int64_t j = 0; j < H; ++j) {
+      const scalar_t d = grad[o + j] + dh0[j];
+      db[o + j] = d;
+      da[o + j] = d * prev[j];
+      dh0[j] = d * a[o + j];
     }
   }
 }
@@ -231,9 +323,100 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tenso
   return {dx, carried, dw_ih, dw_hh, dgi2.sum(0), dgh2.sum(0)};
 }
 
+// x [B, T, F] and c0 [B, H] contiguous, a JANET cell's weights -> states [T + 1, B, H] (c_0 .. c_T),
+// gates [T, 3, B, H] (f, u, g).
+std::vector<at::Tensor> janet_forward(const at::Tensor& x, const at::Tensor& c0,
+                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                      const at::Tensor& bias, double beta) {
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = c0.size(1);
+  const auto gi = at::addmm(bias, x.view({B * T, F}), w_ih.t()).view({B, T, 2 * H});
+  auto states = at::empty({T + 1, B, H}, x.options());
+  states[0].copy_(c0);
+  auto gates = at::empty({T, 3, B, H}, x.options());
+  auto pre = at::empty({B, 2 * H}, x.options());
+  const auto w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "janet_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      at::addmm_out(pre, gi.select(1, t), states[t], w_hh_t);
+      auto g = gates[t];
+      scalar_t* f = g.data_ptr<scalar_t>();
+      janet_inputs<scalar_t>(B, H, static_cast<scalar_t>(beta), pre.data_ptr<scalar_t>(), f);
+      g.sigmoid_();
+      janet_state<scalar_t>(B * H, f, f + B * H, f + 2 * B * H,
+                            states.data_ptr<scalar_t>() + t * B * H,
+                            states.data_ptr<scalar_t>() + (t + 1) * B * H);
+    }
+  });
+  return {states, gates};
+}
+
+// grad_out [T, B, H] contiguous and what janet_forward returned -> (dx or undefined, dc0, dw_ih,
+// dw_hh, db).
+std::vector<at::Tensor> janet_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                       const at::Tensor& states, const at::Tensor& gates,
+                                       bool need_dx) {
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
+  auto dgi = at::empty({B, T, 2 * H}, x.options());
+  auto dgh = at::empty({T, B, 2 * H}, x.options());
+  auto carried = at::zeros({B, H}, x.options());
+  auto direct = at::empty({B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "janet_backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* f = gates.data_ptr<scalar_t>() + t * 3 * B * H;
+      janet_step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
+                                    states.data_ptr<scalar_t>() + t * B * H, f, f + B * H,
+                                    f + 2 * B * H, carried.data_ptr<scalar_t>(),
+                                    dgi.data_ptr<scalar_t>() + t * 2 * H,
+                                    dgh.data_ptr<scalar_t>() + t * B * 2 * H,
+                                    direct.data_ptr<scalar_t>());
+      at::addmm_out(carried, direct, dgh[t], w_hh);
+    }
+  });
+  const auto dgi2 = dgi.view({B * T, 2 * H});
+  const auto dgh2 = dgh.view({T * B, 2 * H});
+  auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
+  auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
+  at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
+  return {dx, carried, dw_ih, dw_hh, dgi2.sum(0)};
+}
+
+// a, b [B, T, H] and h0 [B, H] contiguous -> h_1 .. h_T [B, T, H].
+at::Tensor linear_forward(const at::Tensor& a, const at::Tensor& b, const at::Tensor& h0) {
+  const int64_t B = a.size(0), T = a.size(1), H = a.size(2);
+  auto h = at::empty_like(a);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "linear_forward", [&] {
+    for (int64_t i = 0; i < B; ++i)
+      linear_forward_seq<scalar_t>(T, H, a.data_ptr<scalar_t>() + i * T * H, b.data_ptr<scalar_t>() + i * T * H,
+                                   h0.data_ptr<scalar_t>() + i * H, h.data_ptr<scalar_t>() + i * T * H);
+  });
+  return h;
+}
+
+// grad [B, T, H] contiguous and the forward's a, h, h0 -> (da, db, dh0).
+std::vector<at::Tensor> linear_backward(const at::Tensor& grad, const at::Tensor& a, const at::Tensor& h,
+                                        const at::Tensor& h0) {
+  const int64_t B = a.size(0), T = a.size(1), H = a.size(2);
+  auto da = at::empty_like(a);
+  auto db = at::empty_like(a);
+  auto dh0 = at::empty_like(h0);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "linear_backward", [&] {
+    for (int64_t i = 0; i < B; ++i)
+      linear_backward_seq<scalar_t>(T, H, grad.data_ptr<scalar_t>() + i * T * H, a.data_ptr<scalar_t>() + i * T * H,
+                                    h.data_ptr<scalar_t>() + i * T * H, h0.data_ptr<scalar_t>() + i * H,
+                                    da.data_ptr<scalar_t>() + i * T * H, db.data_ptr<scalar_t>() + i * T * H,
+                                    dh0.data_ptr<scalar_t>() + i * H);
+  });
+  return {da, db, dh0};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_forward", &gru_forward, "GRU layer forward (grubench/models/cpu_kernels.cpp)");
   m.def("gru_backward", &gru_backward, "GRU layer backward through time");
   m.def("rnn_forward", &rnn_forward, "RNN (tanh) layer forward");
   m.def("rnn_backward", &rnn_backward, "RNN (tanh) layer backward through time");
+  m.def("janet_forward", &janet_forward, "JANET layer forward");
+  m.def("janet_backward", &janet_backward, "JANET layer backward through time");
+  m.def("linear_forward", &linear_forward, "linear recurrence h_t = a_t h_{t-1} + b_t");
+  m.def("linear_backward", &linear_backward, "linear recurrence backward through time");
 }

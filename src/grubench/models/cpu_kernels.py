@@ -1,8 +1,9 @@
 """`GRU` and `RNN`: torch.nn.GRU and torch.nn.RNN whose training on a CPU runs grubench's
-kernels (cpu_kernels.cpp).
+kernels (cpu_kernels.cpp); `janet` and `linear_recurrence`, the kernels `Recurrent` runs JANET
+and the minimal RNNs on (models/fused.py).
 
 The equations are torch's (GRU gate blocks r, z, n, the reset gate after the recurrent matmul;
-the RNN with tanh):
+the RNN with tanh), and JANETCell's (cells.py):
 
     GRU   r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
           z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
@@ -128,6 +129,62 @@ class _RNNLayer(torch.autograd.Function):
         return tuple(extension().rnn_backward(grad.contiguous(), x, w_ih, w_hh, states, ctx.needs_input_grad[0]))
 
 
+class _JANETLayer(torch.autograd.Function):
+    """One layer of JANET cells (`grubench.models.JANETCell`), one direction: (x [B, T, F],
+    c0 [B, H], weight_ih, weight_hh, bias, beta) -> c_1 .. c_T, [T, B, H] (time first)."""
+
+    @staticmethod
+    def forward(ctx, x, c0, w_ih, w_hh, bias, beta):
+        states, gates = extension().janet_forward(x, c0, w_ih, w_hh, bias, beta)
+        ctx.save_for_backward(x, w_ih, w_hh, states, gates)
+        return states[1:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w_ih, w_hh, states, gates = ctx.saved_tensors
+        grads = extension().janet_backward(grad.contiguous(), x, w_ih, w_hh, states, gates, ctx.needs_input_grad[0])
+        return (*grads, None)
+
+
+def janet(x: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor,
+          beta: float) -> torch.Tensor:
+    """One JANET layer and direction on the kernel: x [B, T, F], c0 [B, H] -> outputs c_t [B, T, H]."""
+    return _JANETLayer.apply(x.contiguous(), c0.contiguous(), w_ih, w_hh, bias, float(beta)).transpose(0, 1)
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    """h_t = a_t h_{t-1} + b_t for t = 1..T: (a [B, T, H], b [B, T, H], h0 [B, H]) -> h [B, T, H]."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        h = extension().linear_forward(a, b, h0)
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, h, h0 = ctx.saved_tensors
+        return tuple(extension().linear_backward(grad.contiguous(), a, h, h0))
+
+
+def linear_recurrence(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """The minimal RNNs' recurrence on the kernel, one step after another: a, b [B, T, H],
+    h0 [B, H] -> h_1 .. h_T [B, T, H]."""
+    return _LinearRecurrence.apply(a.contiguous(), b.contiguous(), h0.contiguous())
+
+
+def why_not_here(x: torch.Tensor) -> str | None:
+    """Why no kernel runs on this input here (None: they can): the device, autocast, the dtype, the build."""
+    if x.device.type != "cpu":
+        return f"it runs on a CPU (not {x.device.type})"
+    if torch.is_autocast_enabled("cpu"):
+        return "it does not run under CPU autocast"
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"it computes in float32 or float64 (not {x.dtype})"
+    built = extension()
+    return built if isinstance(built, str) else None
+
+
 KERNELS = {"GRU": _GRULayer, "RNN_TANH": _RNNLayer}   # nn.RNNBase.mode -> its kernel
 GATES = {"GRU": 3, "RNN_TANH": 1}
 
@@ -154,14 +211,7 @@ class _KernelLayer(nn.RNNBase):
             return "it takes sequences of equal length (not packed ones)"
         if input.dim() != 3:
             return "it takes batched input [B, T, F]"
-        if input.device.type != "cpu":
-            return f"it runs on a CPU (not {input.device.type}); torch's layer runs there"
-        if torch.is_autocast_enabled("cpu"):
-            return "it does not run under CPU autocast"
-        if input.dtype not in (torch.float32, torch.float64):
-            return f"it computes in float32 or float64 (not {input.dtype})"
-        built = extension()
-        return built if isinstance(built, str) else None
+        return why_not_here(input)
 
     def forward(self, input, hx=None):
         problem = self.why_not_kernel(input)

@@ -20,23 +20,31 @@ torch.rnn_tanh on their own tensors. Gradients reach the cell's parameters throu
 (autograd of the concatenation), so training is unchanged: the fused path equals the step loop
 within float32 rounding, values and gradients (tests/test_fused.py holds both to 1e-5).
 
-JANET and the document's GRU have no such form (JANET's output is c_t, not o tanh(c_t); the
-document's reset gate acts before the recurrent product): they run the step loop.
+JANET has no such form (its output is c_t, not o tanh(c_t)); on a CPU it runs grubench's own
+kernel (`cpu_kernels.janet`: its equations, forward and backward through time in C++), which a
+run records as the path "kernel"; on a GPU the step loop. So do the minimal RNNs (minGRU, minLSTM):
+their step h_t = a_t h_{t-1} + b_t has a_t and b_t from the input alone, computed for all steps
+at once as the step computes them (`MinimalCell.terms`), then the recurrence in C++
+(`cpu_kernels.linear_recurrence`); on a GPU their scan (`Recurrent`'s `parallel`). The document's GRU (its reset gate
+acts before the recurrent product) always runs the step loop.
 
 Faster is not always: `preferred` is `impl=auto`'s choice, a table made from
 `scripts/bench_cells.py --loop` (training steps, batch 64, one thread; docs/models.md has the
 numbers). On a GPU the fused kernel (cuDNN) always. On a CPU oneDNN's LSTM is faster than the
 loop for the four-gate cells at every size measured (H 64-256, T 30-200); a three-gate ablation
 pays there for a fourth, constant gate, which still wins at H = 64 and loses from H = 128 on;
-torch.gru is level with the loop; torch.rnn_tanh is no faster than the loop.
+torch.gru is level with the loop; torch.rnn_tanh is no faster than the loop; grubench's kernels
+(JANET, the minimal RNNs) are faster than their loops at every size measured.
 """
 
 from __future__ import annotations
 
 import torch
 
+from grubench.models import cpu_kernels
 from grubench.models.cells import (
     Cell,
+    JANETCell,
     LSTMCell,
     LSTMCoupledCell,
     LSTMNoForgetCell,
@@ -47,6 +55,7 @@ from grubench.models.cells import (
     TorchLSTMCell,
     TorchRNNCell,
 )
+from grubench.models.minimal import MinGRUCell, MinLSTMCell
 
 OPEN = 1.0e4    # a gate pre-activation whose sigmoid is 1 exactly, in every floating dtype
 
@@ -59,20 +68,29 @@ LSTM_GATES: dict[type, str] = {
     LSTMNoOutputCell: "ifg",
     LSTMCoupledCell: "igo",   # f = 1 - i
 }
-KERNELS = {**{cls: "lstm" for cls in LSTM_GATES}, TorchGRUCell: "gru", TorchRNNCell: "rnn_tanh"}
+KERNELS = {**{cls: "lstm" for cls in LSTM_GATES}, TorchGRUCell: "gru", TorchRNNCell: "rnn_tanh",
+           JANETCell: "janet", MinGRUCell: "linear", MinLSTMCell: "linear"}
+OWN = ("janet", "linear")   # grubench's CPU kernels (cpu_kernels); the others are torch's
 
 
 def kernel_of(cell: Cell) -> str | None:
-    """The fused kernel that computes `cell` exactly ("lstm", "gru", "rnn_tanh"), None if none.
+    """The fused kernel that computes `cell` exactly ("lstm", "gru", "rnn_tanh", "janet"), None if none.
     Exact classes only: a subclass may change the equations."""
     return KERNELS.get(type(cell))
 
 
-def runnable(device_type: str) -> str | None:
-    """Why the fused kernels cannot run here now (None: they can). torch's own nn.LSTM fails under
-    CPU autocast (oneDNN has no mixed bfloat16/float32 primitive), so the fused path does too."""
+def runnable(device_type: str, kernel: str | None = None, x: torch.Tensor | None = None) -> str | None:
+    """Why the fused kernels (or this one, on this input) cannot run here now (None: they can).
+    torch's own nn.LSTM fails under CPU autocast (oneDNN has no mixed bfloat16/float32
+    primitive), so the fused path does too; grubench's kernels run on a CPU only."""
     if device_type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return "torch's fused kernels do not run under CPU autocast (bf16-mixed); use impl=auto or impl=loop"
+        return "the fused kernels do not run under CPU autocast (bf16-mixed); use impl=auto or impl=loop"
+    if kernel in OWN:
+        if device_type != "cpu":
+            return f"grubench's {kernel} kernel runs on a CPU (not {device_type}); use impl=auto or impl=loop"
+        problem = cpu_kernels.why_not_here(x) if x is not None else None
+        if problem:
+            return f"grubench's {kernel} kernel cannot run here: {problem}"
     return None
 
 
@@ -80,8 +98,10 @@ def preferred(cell: Cell, device_type: str) -> bool:
     """Whether `impl=auto` runs `cell` on its fused kernel on this device type (the module
     docstring); the cell must have one."""
     kernel = kernel_of(cell)
-    if runnable(device_type):
+    if runnable(device_type, kernel):
         return False
+    if kernel in OWN:
+        return not isinstance(cpu_kernels.extension(), str)
     if device_type != "cpu":
         return True
     if kernel == "lstm":
@@ -112,18 +132,26 @@ def run(cell: Cell, x: torch.Tensor, state: State, reverse: bool = False,
     """One layer, one direction on the cell's fused kernel: x [B, T, F], state (h [B, H] or the
     pair (h, c)) -> (outputs [B, T, H], final state), as `Recurrent`'s step loop gives them."""
     kernel = kernel_of(cell)
+    final: State
     if kernel is None:
         raise ValueError(f"{type(cell).__name__} has no fused form")
-    problem = runnable(x.device.type)
+    problem = runnable(x.device.type, kernel, x)
     if problem:
         raise RuntimeError(f"impl=fused: {problem}")
     if reverse:
         x = x.flip(1)
-    if kernel == "lstm":
+    if kernel == "linear":
+        a, b = cell.terms(cell.project(x))
+        out = cpu_kernels.linear_recurrence(a, b, state)
+        final = out[:, -1]
+    elif kernel == "janet":
+        out = cpu_kernels.janet(x, state, cell.weight_ih, cell.weight_hh, cell.bias, cell.beta)
+        final = out[:, -1]
+    elif kernel == "lstm":
         h, c = state
         out, h_n, c_n = torch.lstm(x, (h.unsqueeze(0), c.unsqueeze(0)), lstm_params(cell),
                                    True, 1, 0.0, train, False, True)
-        final: State = (h_n[0], c_n[0])
+        final = (h_n[0], c_n[0])
     else:
         params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
         out, h_n = getattr(torch, kernel)(x, state.unsqueeze(0), params, True, 1, 0.0, train, False, True)

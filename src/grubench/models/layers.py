@@ -2,9 +2,10 @@
 
     x [B, T, F] (batch first)
       layer l = 0 .. L-1, direction d = 0 (forward) and, if bidirectional, 1 (backward):
-        the fused path, for a cell that torch's fused kernels compute exactly (the LSTM family,
-        torch's twins; `grubench.models.fused`) where `impl` chooses it:
-            outputs, state = fused.run(cell, x_l, state)    one call of torch.lstm / gru / rnn_tanh
+        the fused path, for a cell that a fused kernel computes exactly (torch's for the LSTM
+        family and torch's twins, grubench's CPU kernels for JANET and the minimal RNNs;
+        `grubench.models.fused`) where `impl` chooses it:
+            outputs, state = fused.run(cell, x_l, state)    one call of the kernel
         the step loop, for every other cell:
             xp = cell.project(x_l)              every step's input terms in one matmul [B, T, G*H]
             for t in time (reversed for d = 1):
@@ -24,8 +25,8 @@ real step and the backward direction starts at that step; outputs at padded step
 in torch's `pad_packed_sequence`. Without `lengths` the loop is the plain one, with no masking.
 Sequences with `lengths` always run the step loop (or the scan), never the fused path.
 
-`last_impl` says which path the last forward pass ran: "fused", "loop" or "scan" (a run records
-it as the tag model/impl).
+`last_impl` says which path the last forward pass ran: "fused" (torch's kernels), "kernel"
+(grubench's), "loop" or "scan" (a run records it as the tag model/impl).
 """
 
 from __future__ import annotations
@@ -119,10 +120,12 @@ class Recurrent(nn.Module):
         if not isinstance(self.cells[0], Cell):
             raise ValueError(f"cell must build a grubench.models.cells.Cell, got {type(self.cells[0]).__name__}")
         if impl == "fused" and fused.kernel_of(self.cells[0]) is None:
-            raise ValueError(f"impl=fused: {type(self.cells[0]).__name__} has no fused form (the LSTM family and "
-                             "torch's twin cells have one); use impl=auto or impl=loop")
+            raise ValueError(f"impl=fused: {type(self.cells[0]).__name__} has no fused form (the LSTM family, "
+                             "JANET, the minimal RNNs and torch's twin cells have one); use impl=auto or impl=loop")
         if impl == "fused" and compile:
             raise ValueError("impl=fused runs no step loop to compile: set compile=false or impl=loop")
+        if impl == "fused" and parallel is True and hasattr(self.cells[0], "scan"):
+            raise ValueError("impl=fused runs no scan: set parallel=false or parallel=auto")
         self.dropout = nn.Dropout(dropout)
         self.impl = impl
         self.last_impl: str | None = None
@@ -151,9 +154,11 @@ class Recurrent(nn.Module):
             keep = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).unsqueeze(-1)
         finals = []
         first = self.cells[0]
-        use_fused = (keep is None and not self.compile and fused.kernel_of(first) is not None
-                     and (self.impl == "fused" or self.impl == "auto" and fused.preferred(first, x.device.type)))
+        kernel = fused.kernel_of(first)
         use_scan = self.parallel is True or bool(self.parallel) and (self.compile or x.device.type != "cpu")
+        use_fused = (keep is None and not self.compile and not use_scan and kernel is not None
+                     and (self.impl == "fused" or self.impl == "auto" and fused.preferred(first, x.device.type)
+                          and fused.runnable(x.device.type, kernel, x) is None))
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.directions):
@@ -178,7 +183,10 @@ class Recurrent(nn.Module):
                 x = self.dropout(x)
         if not self.batch_first:
             x = x.transpose(0, 1)
-        self.last_impl = "fused" if use_fused else "scan" if use_scan else "loop"
+        if use_fused:
+            self.last_impl = "kernel" if kernel in fused.OWN else "fused"
+        else:
+            self.last_impl = "scan" if use_scan else "loop"
         if isinstance(finals[0], tuple):
             return x, tuple(torch.stack(parts) for parts in zip(*finals))
         return x, torch.stack(finals)

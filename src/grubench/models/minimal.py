@@ -85,6 +85,15 @@ class MinimalCell(Cell):
         """xp [..., G*H] -> (log a, log b), each [..., H]."""
         raise NotImplementedError
 
+    def terms(self, xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """xp [..., G*H] -> (a, b), each [..., H], computed as `step` computes them (the CPU
+        kernel's input, `grubench.models.cpu_kernels.linear_recurrence`)."""
+        raise NotImplementedError
+
+    def step(self, xp, h):
+        a, b = self.terms(xp)
+        return a * h + b
+
     def scan(self, xp: torch.Tensor, h0: torch.Tensor | None = None,
              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole sequence at once: xp [B, T, G*H], h_0 [B, H] (None: zeros)
@@ -113,10 +122,10 @@ class MinGRUCell(MinimalCell):
     blocks, biases = 2, 1
     pointwise = 6           # sigmoid, g, 1 - z, (1 - z) h, z h~, +
 
-    def step(self, xp, h):
+    def terms(self, xp):
         k_z, k_h = xp.chunk(2, dim=-1)
         z = torch.sigmoid(k_z)
-        return (1 - z) * h + z * g(k_h)
+        return 1 - z, z * g(k_h)
 
     def coefficients(self, xp):
         k_z, k_h = xp.chunk(2, dim=-1)
@@ -131,10 +140,10 @@ class MinLSTMCell(MinimalCell):
     blocks, biases = 3, 1
     pointwise = 9           # 2 sigmoid, g, f + i, 2 divisions, f' h, i' h~, +
 
-    def step(self, xp, h):
+    def terms(self, xp):
         k_f, k_i, k_h = xp.chunk(3, dim=-1)
         f, i = torch.sigmoid(k_f), torch.sigmoid(k_i)
-        return f / (f + i) * h + i / (f + i) * g(k_h)
+        return f / (f + i), i / (f + i) * g(k_h)
 
     def coefficients(self, xp):
         k_f, k_i, k_h = xp.chunk(3, dim=-1)
