@@ -1,4 +1,5 @@
-"""glibc's allocator keeps freed memory for a run's next step (`grubench.harness.allocator`)."""
+"""glibc's allocator keeps freed memory for a run's next step, and Python's collector leaves the
+libraries' objects alone (`grubench.harness.allocator`)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,23 @@ def test_freed_step_memory_stays_with_the_process_for_reuse():
                                   check=True).stdout)
     assert free_bytes("default") < 16 << 20    # glibc's default: the block went back to the system
     assert free_bytes("keep") >= 16 << 20      # kept: the next step's tensors reuse it
+
+
+# In a fresh process: import what a run imports inside the block; the collector runs no full
+# collection there, is on again after it, and never looks at the imported objects again.
+IMPORTS = """
+import gc
+from grubench.harness.allocator import collector_off_while_importing
+full = []
+gc.callbacks.append(lambda phase, info: full.append(1) if phase == "start" and info["generation"] == 2 else None)
+with collector_off_while_importing():
+    import torch, mlflow
+print(len(full), gc.isenabled(), gc.get_freeze_count() > 100_000)
+with collector_off_while_importing():   # a second job of the same process: nothing changes
+    assert gc.isenabled()
+"""
+
+
+def test_the_collector_skips_the_imports_and_is_on_after_them():
+    found = subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True, check=True).stdout.split()
+    assert found == ["0", "True", "True"]

@@ -34,7 +34,10 @@ def main(cfg: DictConfig) -> float | None:
         return None
     try:
         check(cfg)
-        from grubench.train import train
+        from grubench.harness.allocator import collector_off_while_importing
+
+        with collector_off_while_importing():
+            from grubench.train import train
 
         return train(cfg)
     except GrubenchError as error:

@@ -10,11 +10,20 @@ from the heap (M_MMAP_THRESHOLD) and up to 1 GiB of free heap to stay with the p
 (M_TRIM_THRESHOLD): the next step reuses the same pages. A process then holds its peak memory
 until it ends, which a training run does anyway. PyTorch's CPU performance guide makes the same
 point by recommending jemalloc or tcmalloc; this needs no preloaded library.
+
+`collector_off_while_importing` does the same for Python's cyclic garbage collector: importing
+torch, Lightning and MLflow makes about a million objects, and every full collection on the way
+scans all made so far (on the default run: 9 full collections, 1.3 s, all during the imports, and
+one more of 0.35 s at exit). With the collector off while they load and those objects then frozen
+(gc.freeze: kept out of every later collection, as they live until the process ends anyway), the
+collector only ever looks at what the run itself makes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 
 M_TRIM_THRESHOLD = -1    # glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -31,3 +40,24 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+_frozen = False
+
+
+@contextlib.contextmanager
+def collector_off_while_importing():
+    """Python's cyclic collector off in the block (the heavy imports), then every object made so
+    far frozen out of its reach and the collector on again (the module docstring). Once per
+    process: a later block (the next job of an in-process sweep) leaves the collector as it is."""
+    global _frozen
+    if _frozen:
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+        _frozen = True

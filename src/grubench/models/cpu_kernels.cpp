@@ -30,61 +30,80 @@
 //   forward   h_t = a_t h_{t-1} + b_t
 //   backward  d_t = dL/dh_t + a_{t+1} d_{t+1};  da_t = d_t h_{t-1};  db_t = d_t;  dL/dh_0 = a_1 d_1
 //
-// The elementwise work of a step is one pass over [B, H] (the sigmoids are ATen's vectorised
-// sigmoid_ on whole blocks), so a training step costs the matmuls and little else.
+// The elementwise work of a step is one pass over [B, H] in the CPU's vectors (at::vec's
+// Vectorized), the biases' gradients are added up in the same pass, and the per-step ATen calls
+// skip autograd's dispatch, so a training step costs the matmuls and little else.
+#if defined(__AVX2__) && !defined(CPU_CAPABILITY)
+// at::vec picks its vector width from these, which torch defines per build of its own kernels;
+// -march=native tells whether this CPU has AVX2 (AVX-512 machines have it too). Without them
+// Vectorized is the portable scalar version.
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#endif
 #include <torch/extension.h>
+#include <ATen/cpu/vec/vec.h>
 
 #include <vector>
 
 namespace {
 
-// r and z pre-activations into their blocks of g [3, B, H], gh_n kept for the backward pass.
 template <typename scalar_t>
-void gate_inputs(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
-                 const scalar_t* __restrict__ gh, scalar_t* __restrict__ r, scalar_t* __restrict__ z,
-                 scalar_t* __restrict__ ghn) {
+using Vec = at::vec::Vectorized<scalar_t>;
+
+// exp_u20 is ATen's polynomial exp in float32 (2.5x Sleef's exp here; the sigmoid within 3e-7
+// relative of float64's, Sleef's within 1.5e-7) and Sleef's exp in float64.
+template <typename scalar_t>
+inline Vec<scalar_t> sigmoid(const Vec<scalar_t>& a) {
+  const Vec<scalar_t> one(1);
+  return one / (one + a.neg().exp_u20());
+}
+
+// tanh(a) = 2 sigmoid(2a) - 1: one exp.
+template <typename scalar_t>
+inline Vec<scalar_t> tanh_(const Vec<scalar_t>& a) {
+  const Vec<scalar_t> one(1), two(2);
+  return two * sigmoid(two * a) - one;
+}
+
+// One step of the GRU's elementwise work, in vectors of units (the last one partial): from the
+// step's input terms gi (row b at gi + b T 3H) and gh [B, 3H], r, z, n, gh_n and h_t, each [B, H].
+template <typename scalar_t>
+void gru_step(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
+              const scalar_t* __restrict__ gh, const scalar_t* __restrict__ h_prev,
+              scalar_t* __restrict__ r, scalar_t* __restrict__ z, scalar_t* __restrict__ n,
+              scalar_t* __restrict__ ghn, scalar_t* __restrict__ h) {
+  using V = Vec<scalar_t>;
   for (int64_t b = 0; b < B; ++b) {
     const scalar_t* xi = gi + b * T * 3 * H;
     const scalar_t* hh = gh + b * 3 * H;
     const int64_t o = b * H;
-    for (int64_t j = 0; j < H; ++j) {
-      r[o + j] = xi[j] + hh[j];
-      z[o + j] = xi[H + j] + hh[H + j];
-      ghn[o + j] = hh[2 * H + j];
+    for (int64_t j = 0; j < H; j += V::size()) {
+      const int64_t m = std::min<int64_t>(V::size(), H - j);
+      const V rv = sigmoid(V::loadu(xi + j, m) + V::loadu(hh + j, m));
+      const V zv = sigmoid(V::loadu(xi + H + j, m) + V::loadu(hh + H + j, m));
+      const V hn = V::loadu(hh + 2 * H + j, m);
+      const V nv = tanh_(V::loadu(xi + 2 * H + j, m) + rv * hn);
+      const V hv = nv + zv * (V::loadu(h_prev + o + j, m) - nv);
+      rv.store(r + o + j, m);
+      zv.store(z + o + j, m);
+      nv.store(n + o + j, m);
+      hn.store(ghn + o + j, m);
+      hv.store(h + o + j, m);
     }
   }
 }
 
-// 2 (gi_n + r gh_n), whose sigmoid gives tanh through 2 sigmoid(2a) - 1.
+// One step of the GRU's backward pass, with d = carried + dL/dh_t: d gi_t (row b at dgi + b T 3H),
+// d gh_t [B, 3H], the direct part d z of dL/dh_{t-1}, and the biases' gradients added up in
+// db_ih [3H] and db_hn [H] (the n block of db_hh; its r and z blocks are db_ih's).
 template <typename scalar_t>
-void candidate_inputs(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
-                      const scalar_t* __restrict__ r, const scalar_t* __restrict__ ghn,
-                      scalar_t* __restrict__ n) {
-  for (int64_t b = 0; b < B; ++b) {
-    const scalar_t* xi = gi + b * T * 3 * H + 2 * H;
-    const int64_t o = b * H;
-    for (int64_t j = 0; j < H; ++j) n[o + j] = 2 * (xi[j] + r[o + j] * ghn[o + j]);
-  }
-}
-
-// n = 2 s - 1 in place, and h_t = n + z (h_{t-1} - n).
-template <typename scalar_t>
-void new_state(int64_t BH, const scalar_t* __restrict__ z, const scalar_t* __restrict__ h_prev,
-               scalar_t* __restrict__ n, scalar_t* __restrict__ h) {
-  for (int64_t k = 0; k < BH; ++k) {
-    const scalar_t nk = 2 * n[k] - 1;
-    n[k] = nk;
-    h[k] = nk + z[k] * (h_prev[k] - nk);
-  }
-}
-
-template <typename scalar_t>
-void step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
-                   const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ r,
-                   const scalar_t* __restrict__ z, const scalar_t* __restrict__ n,
-                   const scalar_t* __restrict__ ghn, const scalar_t* __restrict__ carried,
-                   scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh,
-                   scalar_t* __restrict__ direct) {
+void gru_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
+                       const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ r,
+                       const scalar_t* __restrict__ z, const scalar_t* __restrict__ n,
+                       const scalar_t* __restrict__ ghn, const scalar_t* __restrict__ carried,
+                       scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh,
+                       scalar_t* __restrict__ direct, scalar_t* __restrict__ db_ih,
+                       scalar_t* __restrict__ db_hn) {
   for (int64_t b = 0; b < B; ++b) {
     scalar_t* di = dgi + b * T * 3 * H;
     scalar_t* dg = dgh + b * 3 * H;
@@ -102,24 +121,35 @@ void step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__
       dg[H + j] = dz;
       dg[2 * H + j] = dn * r[k];
       direct[k] = d * z[k];
+      db_ih[j] += dr;
+      db_ih[H + j] += dz;
+      db_ih[2 * H + j] += dn;
+      db_hn[j] += dn * r[k];
     }
   }
 }
 
-// RNN: 2 (gi + gh) in place of gh [B, H] (tanh through 2 sigmoid(2a) - 1).
+// One step of the RNN's elementwise work: h [B, H] holds h_{t-1} W_hh^T + b_hh and becomes
+// h_t = tanh(gi_t + h) (gi_t's row b at gi + b T H).
 template <typename scalar_t>
-void rnn_inputs(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
-                scalar_t* __restrict__ a) {
+void rnn_step(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi, scalar_t* __restrict__ h) {
+  using V = Vec<scalar_t>;
   for (int64_t b = 0; b < B; ++b) {
     const scalar_t* xi = gi + b * T * H;
-    for (int64_t j = 0; j < H; ++j) a[b * H + j] = 2 * (xi[j] + a[b * H + j]);
+    scalar_t* hb = h + b * H;
+    for (int64_t j = 0; j < H; j += V::size()) {
+      const int64_t m = std::min<int64_t>(V::size(), H - j);
+      tanh_(V::loadu(xi + j, m) + V::loadu(hb + j, m)).store(hb + j, m);
+    }
   }
 }
 
+// One step of the RNN's backward pass: d a_t = (carried + dL/dh_t)(1 - h_t^2) into d gi_t (row b at
+// dgi + b T H) and d gh_t [B, H], and added up in db [H] (b_ih's and b_hh's gradient alike).
 template <typename scalar_t>
 void rnn_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
                        const scalar_t* __restrict__ h, const scalar_t* __restrict__ carried,
-                       scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh) {
+                       scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh, scalar_t* __restrict__ db) {
   for (int64_t b = 0; b < B; ++b) {
     scalar_t* di = dgi + b * T * H;
     const int64_t o = b * H;
@@ -127,44 +157,48 @@ void rnn_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restri
       const scalar_t d = (carried[o + j] + grad_out[o + j]) * (1 - h[o + j] * h[o + j]);
       di[j] = d;
       dgh[o + j] = d;
+      db[j] += d;
     }
   }
 }
 
-// JANET: s, s - beta and 2a into g [3, B, H], for one sigmoid over all three.
+// One step of JANET's elementwise work: from gi_t (row b at gi + b T 2H, bias included) and
+// gh = c_{t-1} U^T [B, 2H], f, u, g and c_t, each [B, H].
 template <typename scalar_t>
-void janet_inputs(int64_t B, int64_t H, scalar_t beta, const scalar_t* __restrict__ pre,
-                  scalar_t* __restrict__ g) {
-  const int64_t BH = B * H;
+void janet_step(int64_t B, int64_t T, int64_t H, scalar_t beta, const scalar_t* __restrict__ gi,
+                const scalar_t* __restrict__ gh, const scalar_t* __restrict__ c_prev,
+                scalar_t* __restrict__ f, scalar_t* __restrict__ u, scalar_t* __restrict__ g,
+                scalar_t* __restrict__ c) {
+  using V = Vec<scalar_t>;
+  const V one(1), shift(beta);
   for (int64_t b = 0; b < B; ++b) {
-    const scalar_t* p = pre + b * 2 * H;
+    const scalar_t* xi = gi + b * T * 2 * H;
+    const scalar_t* hh = gh + b * 2 * H;
     const int64_t o = b * H;
-    for (int64_t j = 0; j < H; ++j) {
-      g[o + j] = p[j];
-      g[BH + o + j] = p[j] - beta;
-      g[2 * BH + o + j] = 2 * p[H + j];
+    for (int64_t j = 0; j < H; j += V::size()) {
+      const int64_t m = std::min<int64_t>(V::size(), H - j);
+      const V sv = V::loadu(xi + j, m) + V::loadu(hh + j, m);
+      const V fv = sigmoid(sv);
+      const V uv = sigmoid(sv - shift);
+      const V gv = tanh_(V::loadu(xi + H + j, m) + V::loadu(hh + H + j, m));
+      const V cv = fv * V::loadu(c_prev + o + j, m) + (one - uv) * gv;
+      fv.store(f + o + j, m);
+      uv.store(u + o + j, m);
+      gv.store(g + o + j, m);
+      cv.store(c + o + j, m);
     }
   }
 }
 
-// g = 2 sigmoid(2a) - 1 in place, and c_t = f c_{t-1} + (1 - u) g.
-template <typename scalar_t>
-void janet_state(int64_t BH, const scalar_t* __restrict__ f, const scalar_t* __restrict__ u,
-                 scalar_t* __restrict__ g, const scalar_t* __restrict__ c_prev,
-                 scalar_t* __restrict__ c) {
-  for (int64_t k = 0; k < BH; ++k) {
-    const scalar_t gk = 2 * g[k] - 1;
-    g[k] = gk;
-    c[k] = f[k] * c_prev[k] + (1 - u[k]) * gk;
-  }
-}
-
+// One step of JANET's backward pass: d gi_t (row b at dgi + b T 2H) and d gh_t [B, 2H], the direct
+// part d f of dL/dc_{t-1}, and the bias's gradient added up in db [2H].
 template <typename scalar_t>
 void janet_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
                          const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ f,
                          const scalar_t* __restrict__ u, const scalar_t* __restrict__ g,
                          const scalar_t* __restrict__ carried, scalar_t* __restrict__ dgi,
-                         scalar_t* __restrict__ dgh, scalar_t* __restrict__ direct) {
+                         scalar_t* __restrict__ dgh, scalar_t* __restrict__ direct,
+                         scalar_t* __restrict__ db) {
   for (int64_t b = 0; b < B; ++b) {
     scalar_t* di = dgi + b * T * 2 * H;
     scalar_t* dg = dgh + b * 2 * H;
@@ -179,6 +213,8 @@ void janet_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __rest
       dg[j] = ds;
       dg[H + j] = da;
       direct[k] = d * f[k];
+      db[j] += ds;
+      db[H + j] += da;
     }
   }
 }
@@ -219,6 +255,7 @@ void linear_backward_seq(int64_t T, int64_t H, const scalar_t* __restrict__ grad
 std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
                                 const at::Tensor& w_hh, const at::Tensor& b_ih,
                                 const at::Tensor& b_hh) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;   // called from an autograd.Function
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
   const auto gi = at::addmm(b_ih, x.view({B * T, F}), w_ih.t());  // [B * T, 3H]
   auto states = at::empty({T + 1, B, H}, x.options());
@@ -229,19 +266,12 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h0, c
   const auto w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     const scalar_t* gi_p = gi.data_ptr<scalar_t>();
-    for (int64_t t = 0; t < T; ++t) {
+    scalar_t* h = states.data_ptr<scalar_t>();
+    scalar_t* r = gates.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t, h += B * H, r += 3 * B * H) {
       at::addmm_out(gh, b_hh, states[t], w_hh_t);
-      auto g = gates[t];
-      scalar_t* r = g.data_ptr<scalar_t>();
-      scalar_t* z = r + B * H;
-      scalar_t* n = z + B * H;
-      scalar_t* ghn_t = ghn.data_ptr<scalar_t>() + t * B * H;
-      gate_inputs<scalar_t>(B, T, H, gi_p + t * 3 * H, gh.data_ptr<scalar_t>(), r, z, ghn_t);
-      g.narrow(0, 0, 2).sigmoid_();
-      candidate_inputs<scalar_t>(B, T, H, gi_p + t * 3 * H, r, ghn_t, n);
-      g[2].sigmoid_();
-      new_state<scalar_t>(B * H, z, states.data_ptr<scalar_t>() + t * B * H, n,
-                          states.data_ptr<scalar_t>() + (t + 1) * B * H);
+      gru_step<scalar_t>(B, T, H, gi_p + t * 3 * H, gh.data_ptr<scalar_t>(), h, r, r + B * H,
+                         r + 2 * B * H, ghn.data_ptr<scalar_t>() + t * B * H, h + B * H);
     }
   });
   return {states, gates, ghn};
@@ -253,20 +283,24 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
                                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                                  const at::Tensor& states, const at::Tensor& gates,
                                  const at::Tensor& ghn, bool need_dx) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
   auto dgi = at::empty({B, T, 3 * H}, x.options());
   auto dgh = at::empty({T, B, 3 * H}, x.options());
   auto carried = at::zeros({B, H}, x.options());
   auto direct = at::empty({B, H}, x.options());
+  auto db_ih = at::zeros({3 * H}, x.options());
+  auto db_hn = at::zeros({H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* r = gates.data_ptr<scalar_t>() + t * 3 * B * H;
-      step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
-                              states.data_ptr<scalar_t>() + t * B * H, r, r + B * H,
-                              r + 2 * B * H, ghn.data_ptr<scalar_t>() + t * B * H,
-                              carried.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>() + t * 3 * H,
-                              dgh.data_ptr<scalar_t>() + t * B * 3 * H,
-                              direct.data_ptr<scalar_t>());
+      gru_step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
+                                  states.data_ptr<scalar_t>() + t * B * H, r, r + B * H,
+                                  r + 2 * B * H, ghn.data_ptr<scalar_t>() + t * B * H,
+                                  carried.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>() + t * 3 * H,
+                                  dgh.data_ptr<scalar_t>() + t * B * 3 * H,
+                                  direct.data_ptr<scalar_t>(), db_ih.data_ptr<scalar_t>(),
+                                  db_hn.data_ptr<scalar_t>());
       at::addmm_out(carried, direct, dgh[t], w_hh);
     }
   });
@@ -276,12 +310,13 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
   auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
   auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
   at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
-  return {dx, carried, dw_ih, dw_hh, dgi2.sum(0), dgh2.sum(0)};
+  return {dx, carried, dw_ih, dw_hh, db_ih, at::cat({db_ih.narrow(0, 0, 2 * H), db_hn})};
 }
 
 // x [B, T, F] and h0 [B, H] contiguous, torch's RNN weights -> states [T + 1, B, H].
 at::Tensor rnn_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
                        const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
   const auto gi = at::addmm(b_ih, x.view({B * T, F}), w_ih.t());  // [B * T, H]
   auto states = at::empty({T + 1, B, H}, x.options());
@@ -291,8 +326,7 @@ at::Tensor rnn_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tens
     for (int64_t t = 0; t < T; ++t) {
       auto h = states[t + 1];
       at::addmm_out(h, b_hh, states[t], w_hh_t);
-      rnn_inputs<scalar_t>(B, T, H, gi.data_ptr<scalar_t>() + t * H, h.data_ptr<scalar_t>());
-      h.sigmoid_().mul_(2).sub_(1);
+      rnn_step<scalar_t>(B, T, H, gi.data_ptr<scalar_t>() + t * H, h.data_ptr<scalar_t>());
     }
   });
   return states;
@@ -302,16 +336,18 @@ at::Tensor rnn_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tens
 std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
                                      const at::Tensor& states, bool need_dx) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
   auto dgi = at::empty({B, T, H}, x.options());
   auto dgh = at::empty({T, B, H}, x.options());
   auto carried = at::zeros({B, H}, x.options());
+  auto db = at::zeros({H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       rnn_step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
                                   states.data_ptr<scalar_t>() + (t + 1) * B * H,
                                   carried.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>() + t * H,
-                                  dgh.data_ptr<scalar_t>() + t * B * H);
+                                  dgh.data_ptr<scalar_t>() + t * B * H, db.data_ptr<scalar_t>());
       at::mm_out(carried, dgh[t], w_hh);
     }
   });
@@ -320,7 +356,7 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tenso
   auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
   auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
   at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
-  return {dx, carried, dw_ih, dw_hh, dgi2.sum(0), dgh2.sum(0)};
+  return {dx, carried, dw_ih, dw_hh, db, db.clone()};
 }
 
 // x [B, T, F] and c0 [B, H] contiguous, a JANET cell's weights -> states [T + 1, B, H] (c_0 .. c_T),
@@ -328,23 +364,22 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tenso
 std::vector<at::Tensor> janet_forward(const at::Tensor& x, const at::Tensor& c0,
                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const at::Tensor& bias, double beta) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = c0.size(1);
-  const auto gi = at::addmm(bias, x.view({B * T, F}), w_ih.t()).view({B, T, 2 * H});
+  const auto gi = at::addmm(bias, x.view({B * T, F}), w_ih.t());  // [B * T, 2H]
   auto states = at::empty({T + 1, B, H}, x.options());
   states[0].copy_(c0);
   auto gates = at::empty({T, 3, B, H}, x.options());
-  auto pre = at::empty({B, 2 * H}, x.options());
+  auto gh = at::empty({B, 2 * H}, x.options());
   const auto w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "janet_forward", [&] {
-    for (int64_t t = 0; t < T; ++t) {
-      at::addmm_out(pre, gi.select(1, t), states[t], w_hh_t);
-      auto g = gates[t];
-      scalar_t* f = g.data_ptr<scalar_t>();
-      janet_inputs<scalar_t>(B, H, static_cast<scalar_t>(beta), pre.data_ptr<scalar_t>(), f);
-      g.sigmoid_();
-      janet_state<scalar_t>(B * H, f, f + B * H, f + 2 * B * H,
-                            states.data_ptr<scalar_t>() + t * B * H,
-                            states.data_ptr<scalar_t>() + (t + 1) * B * H);
+    const scalar_t* gi_p = gi.data_ptr<scalar_t>();
+    scalar_t* c = states.data_ptr<scalar_t>();
+    scalar_t* f = gates.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t, c += B * H, f += 3 * B * H) {
+      at::mm_out(gh, states[t], w_hh_t);
+      janet_step<scalar_t>(B, T, H, static_cast<scalar_t>(beta), gi_p + t * 2 * H,
+                           gh.data_ptr<scalar_t>(), c, f, f + B * H, f + 2 * B * H, c + B * H);
     }
   });
   return {states, gates};
@@ -356,11 +391,13 @@ std::vector<at::Tensor> janet_backward(const at::Tensor& grad_out, const at::Ten
                                        const at::Tensor& w_ih, const at::Tensor& w_hh,
                                        const at::Tensor& states, const at::Tensor& gates,
                                        bool need_dx) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
   auto dgi = at::empty({B, T, 2 * H}, x.options());
   auto dgh = at::empty({T, B, 2 * H}, x.options());
   auto carried = at::zeros({B, H}, x.options());
   auto direct = at::empty({B, H}, x.options());
+  auto db = at::zeros({2 * H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "janet_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* f = gates.data_ptr<scalar_t>() + t * 3 * B * H;
@@ -369,7 +406,7 @@ std::vector<at::Tensor> janet_backward(const at::Tensor& grad_out, const at::Ten
                                     f + 2 * B * H, carried.data_ptr<scalar_t>(),
                                     dgi.data_ptr<scalar_t>() + t * 2 * H,
                                     dgh.data_ptr<scalar_t>() + t * B * 2 * H,
-                                    direct.data_ptr<scalar_t>());
+                                    direct.data_ptr<scalar_t>(), db.data_ptr<scalar_t>());
       at::addmm_out(carried, direct, dgh[t], w_hh);
     }
   });
@@ -378,7 +415,7 @@ std::vector<at::Tensor> janet_backward(const at::Tensor& grad_out, const at::Ten
   auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
   auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
   at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
-  return {dx, carried, dw_ih, dw_hh, dgi2.sum(0)};
+  return {dx, carried, dw_ih, dw_hh, db};
 }
 
 // a, b [B, T, H] and h0 [B, H] contiguous -> h_1 .. h_T [B, T, H].
