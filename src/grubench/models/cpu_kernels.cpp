@@ -11,7 +11,7 @@
 //   backward  per step t = T..1, with d = dL/dh_t (the output's gradient plus the carried one):
 //               dn' = d (1 - z)(1 - n^2)     dz' = d (h_{t-1} - n) z (1 - z)
 //               dr' = dn' gh_n r (1 - r)
-//               d gi_t = [dr', dz', dn']     d gh_t = [dr', dz', dn' r]
+//               d gh_t = [dr', dz', dn' r]   d gi_t = [dr', dz', dn'] (only dn' kept apart)
 //               dL/dh_{t-1} = d z + d gh_t W_hh                     (one matmul)
 //             then the weights' gradients over all steps at once (one matmul each).
 //
@@ -93,19 +93,19 @@ void gru_step(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
   }
 }
 
-// One step of the GRU's backward pass, with d = carried + dL/dh_t: d gi_t (row b at dgi + b T 3H),
-// d gh_t [B, 3H], the direct part d z of dL/dh_{t-1}, and the biases' gradients added up in
-// db_ih [3H] and db_hn [H] (the n block of db_hh; its r and z blocks are db_ih's).
+// One step of the GRU's backward pass, with d = carried + dL/dh_t: d gh_t [B, 3H], dn' [B, H] (the
+// n block of d gi_t; its r and z blocks are d gh_t's), the direct part d z of dL/dh_{t-1}, and the
+// biases' gradients added up in db_ih [3H] and db_hn [H] (the n block of db_hh; its r and z blocks
+// are db_ih's).
 template <typename scalar_t>
-void gru_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
+void gru_step_backward(int64_t B, int64_t H, const scalar_t* __restrict__ grad_out,
                        const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ r,
                        const scalar_t* __restrict__ z, const scalar_t* __restrict__ n,
                        const scalar_t* __restrict__ ghn, const scalar_t* __restrict__ carried,
-                       scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh,
+                       scalar_t* __restrict__ dgh, scalar_t* __restrict__ dgi_n,
                        scalar_t* __restrict__ direct, scalar_t* __restrict__ db_ih,
                        scalar_t* __restrict__ db_hn) {
   for (int64_t b = 0; b < B; ++b) {
-    scalar_t* di = dgi + b * T * 3 * H;
     scalar_t* dg = dgh + b * 3 * H;
     const int64_t o = b * H;
     for (int64_t j = 0; j < H; ++j) {
@@ -114,12 +114,10 @@ void gru_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restri
       const scalar_t dn = d * (1 - z[k]) * (1 - n[k] * n[k]);
       const scalar_t dz = d * (h_prev[k] - n[k]) * z[k] * (1 - z[k]);
       const scalar_t dr = dn * ghn[k] * r[k] * (1 - r[k]);
-      di[j] = dr;
-      di[H + j] = dz;
-      di[2 * H + j] = dn;
       dg[j] = dr;
       dg[H + j] = dz;
       dg[2 * H + j] = dn * r[k];
+      dgi_n[k] = dn;
       direct[k] = d * z[k];
       db_ih[j] += dr;
       db_ih[H + j] += dz;
@@ -144,18 +142,16 @@ void rnn_step(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi, 
   }
 }
 
-// One step of the RNN's backward pass: d a_t = (carried + dL/dh_t)(1 - h_t^2) into d gi_t (row b at
-// dgi + b T H) and d gh_t [B, H], and added up in db [H] (b_ih's and b_hh's gradient alike).
+// One step of the RNN's backward pass: d a_t = (carried + dL/dh_t)(1 - h_t^2) into d gh_t [B, H]
+// (= d gi_t), and added up in db [H] (b_ih's and b_hh's gradient alike).
 template <typename scalar_t>
-void rnn_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
+void rnn_step_backward(int64_t B, int64_t H, const scalar_t* __restrict__ grad_out,
                        const scalar_t* __restrict__ h, const scalar_t* __restrict__ carried,
-                       scalar_t* __restrict__ dgi, scalar_t* __restrict__ dgh, scalar_t* __restrict__ db) {
+                       scalar_t* __restrict__ dgh, scalar_t* __restrict__ db) {
   for (int64_t b = 0; b < B; ++b) {
-    scalar_t* di = dgi + b * T * H;
     const int64_t o = b * H;
     for (int64_t j = 0; j < H; ++j) {
       const scalar_t d = (carried[o + j] + grad_out[o + j]) * (1 - h[o + j] * h[o + j]);
-      di[j] = d;
       dgh[o + j] = d;
       db[j] += d;
     }
@@ -190,17 +186,15 @@ void janet_step(int64_t B, int64_t T, int64_t H, scalar_t beta, const scalar_t* 
   }
 }
 
-// One step of JANET's backward pass: d gi_t (row b at dgi + b T 2H) and d gh_t [B, 2H], the direct
-// part d f of dL/dc_{t-1}, and the bias's gradient added up in db [2H].
+// One step of JANET's backward pass: d gh_t [B, 2H] (= d gi_t), the direct part d f of
+// dL/dc_{t-1}, and the bias's gradient added up in db [2H].
 template <typename scalar_t>
-void janet_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ grad_out,
+void janet_step_backward(int64_t B, int64_t H, const scalar_t* __restrict__ grad_out,
                          const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ f,
                          const scalar_t* __restrict__ u, const scalar_t* __restrict__ g,
-                         const scalar_t* __restrict__ carried, scalar_t* __restrict__ dgi,
-                         scalar_t* __restrict__ dgh, scalar_t* __restrict__ direct,
-                         scalar_t* __restrict__ db) {
+                         const scalar_t* __restrict__ carried, scalar_t* __restrict__ dgh,
+                         scalar_t* __restrict__ direct, scalar_t* __restrict__ db) {
   for (int64_t b = 0; b < B; ++b) {
-    scalar_t* di = dgi + b * T * 2 * H;
     scalar_t* dg = dgh + b * 2 * H;
     const int64_t o = b * H;
     for (int64_t j = 0; j < H; ++j) {
@@ -208,8 +202,6 @@ void janet_step_backward(int64_t B, int64_t T, int64_t H, const scalar_t* __rest
       const scalar_t d = carried[k] + grad_out[k];
       const scalar_t ds = d * c_prev[k] * f[k] * (1 - f[k]) - d * g[k] * u[k] * (1 - u[k]);
       const scalar_t da = d * (1 - u[k]) * (1 - g[k] * g[k]);
-      di[j] = ds;
-      di[H + j] = da;
       dg[j] = ds;
       dg[H + j] = da;
       direct[k] = d * f[k];
@@ -248,6 +240,27 @@ void linear_backward_seq(int64_t T, int64_t H, const scalar_t* __restrict__ grad
   }
 }
 
+// The input side's gradients from the input terms' gradients, kept time first as the steps make
+// them: blocks [T * B, G_k] (together d gi, [T * B, G H]) -> dw_ih [G H, F], and dx [B, T, F] when
+// asked (undefined otherwise), with w_ih's rows in the same blocks.
+std::pair<at::Tensor, at::Tensor> input_gradients(const std::vector<at::Tensor>& blocks, const at::Tensor& x,
+                                                  const at::Tensor& w_ih, bool need_dx) {
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2);
+  const auto x_t = x.transpose(0, 1).reshape({T * B, F});   // a copy, time first
+  std::vector<at::Tensor> dw;
+  at::Tensor dx;
+  int64_t row = 0;
+  for (const auto& block : blocks) {
+    // (a^T b)^T, not b^T a: MKL is an order of magnitude slower on the latter when F is small.
+    dw.push_back(at::mm(x_t.t(), block).t());
+    const auto w = w_ih.narrow(0, row, block.size(1));
+    if (need_dx) dx = dx.defined() ? dx.addmm_(block, w) : at::mm(block, w);
+    row += block.size(1);
+  }
+  if (dx.defined()) dx = dx.view({T, B, F}).transpose(0, 1).contiguous();
+  return {at::cat(dw), dx};
+}
+
 }  // namespace
 
 // x [B, T, F] and h0 [B, H] contiguous, torch's weights of one layer and direction ->
@@ -284,9 +297,9 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
                                  const at::Tensor& states, const at::Tensor& gates,
                                  const at::Tensor& ghn, bool need_dx) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
-  auto dgi = at::empty({B, T, 3 * H}, x.options());
+  const int64_t B = x.size(0), T = x.size(1), H = states.size(2);
   auto dgh = at::empty({T, B, 3 * H}, x.options());
+  auto dgi_n = at::empty({T, B, H}, x.options());
   auto carried = at::zeros({B, H}, x.options());
   auto direct = at::empty({B, H}, x.options());
   auto db_ih = at::zeros({3 * H}, x.options());
@@ -294,22 +307,19 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* r = gates.data_ptr<scalar_t>() + t * 3 * B * H;
-      gru_step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
+      gru_step_backward<scalar_t>(B, H, grad_out.data_ptr<scalar_t>() + t * B * H,
                                   states.data_ptr<scalar_t>() + t * B * H, r, r + B * H,
                                   r + 2 * B * H, ghn.data_ptr<scalar_t>() + t * B * H,
-                                  carried.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>() + t * 3 * H,
-                                  dgh.data_ptr<scalar_t>() + t * B * 3 * H,
-                                  direct.data_ptr<scalar_t>(), db_ih.data_ptr<scalar_t>(),
-                                  db_hn.data_ptr<scalar_t>());
+                                  carried.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>() + t * B * 3 * H,
+                                  dgi_n.data_ptr<scalar_t>() + t * B * H, direct.data_ptr<scalar_t>(),
+                                  db_ih.data_ptr<scalar_t>(), db_hn.data_ptr<scalar_t>());
       at::addmm_out(carried, direct, dgh[t], w_hh);
     }
   });
-  const auto dgi2 = dgi.view({B * T, 3 * H});
   const auto dgh2 = dgh.view({T * B, 3 * H});
-  // (a^T b)^T, not b^T a: MKL is an order of magnitude slower on the latter when F is small.
   auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
-  auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
-  at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
+  // d gi = [d gh's r and z blocks, dn'], in place of a copy of them
+  auto [dw_ih, dx] = input_gradients({dgh2.narrow(1, 0, 2 * H), dgi_n.view({T * B, H})}, x, w_ih, need_dx);
   return {dx, carried, dw_ih, dw_hh, db_ih, at::cat({db_ih.narrow(0, 0, 2 * H), db_hn})};
 }
 
@@ -337,25 +347,21 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tenso
                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
                                      const at::Tensor& states, bool need_dx) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
-  auto dgi = at::empty({B, T, H}, x.options());
+  const int64_t B = x.size(0), T = x.size(1), H = states.size(2);
   auto dgh = at::empty({T, B, H}, x.options());
   auto carried = at::zeros({B, H}, x.options());
   auto db = at::zeros({H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
-      rnn_step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
-                                  states.data_ptr<scalar_t>() + (t + 1) * B * H,
-                                  carried.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>() + t * H,
+      rnn_step_backward<scalar_t>(B, H, grad_out.data_ptr<scalar_t>() + t * B * H,
+                                  states.data_ptr<scalar_t>() + (t + 1) * B * H, carried.data_ptr<scalar_t>(),
                                   dgh.data_ptr<scalar_t>() + t * B * H, db.data_ptr<scalar_t>());
       at::mm_out(carried, dgh[t], w_hh);
     }
   });
-  const auto dgi2 = dgi.view({B * T, H});
   const auto dgh2 = dgh.view({T * B, H});
   auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
-  auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
-  at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
+  auto [dw_ih, dx] = input_gradients({dgh2}, x, w_ih, need_dx);
   return {dx, carried, dw_ih, dw_hh, db, db.clone()};
 }
 
@@ -392,8 +398,7 @@ std::vector<at::Tensor> janet_backward(const at::Tensor& grad_out, const at::Ten
                                        const at::Tensor& states, const at::Tensor& gates,
                                        bool need_dx) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = states.size(2);
-  auto dgi = at::empty({B, T, 2 * H}, x.options());
+  const int64_t B = x.size(0), T = x.size(1), H = states.size(2);
   auto dgh = at::empty({T, B, 2 * H}, x.options());
   auto carried = at::zeros({B, H}, x.options());
   auto direct = at::empty({B, H}, x.options());
@@ -401,20 +406,17 @@ std::vector<at::Tensor> janet_backward(const at::Tensor& grad_out, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "janet_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* f = gates.data_ptr<scalar_t>() + t * 3 * B * H;
-      janet_step_backward<scalar_t>(B, T, H, grad_out.data_ptr<scalar_t>() + t * B * H,
+      janet_step_backward<scalar_t>(B, H, grad_out.data_ptr<scalar_t>() + t * B * H,
                                     states.data_ptr<scalar_t>() + t * B * H, f, f + B * H,
                                     f + 2 * B * H, carried.data_ptr<scalar_t>(),
-                                    dgi.data_ptr<scalar_t>() + t * 2 * H,
                                     dgh.data_ptr<scalar_t>() + t * B * 2 * H,
                                     direct.data_ptr<scalar_t>(), db.data_ptr<scalar_t>());
       at::addmm_out(carried, direct, dgh[t], w_hh);
     }
   });
-  const auto dgi2 = dgi.view({B * T, 2 * H});
   const auto dgh2 = dgh.view({T * B, 2 * H});
   auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
-  auto dw_ih = at::mm(x.view({B * T, F}).t(), dgi2).t().contiguous();
-  at::Tensor dx = need_dx ? at::mm(dgi2, w_ih).view({B, T, F}) : at::Tensor();
+  auto [dw_ih, dx] = input_gradients({dgh2}, x, w_ih, need_dx);
   return {dx, carried, dw_ih, dw_hh, db};
 }
 
