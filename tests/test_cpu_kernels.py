@@ -57,12 +57,27 @@ def test_kernel_equals_torchs_layer_in_values_and_gradients(kind, layout, dtype,
         assert (a - b).abs().max() <= tolerance * b.abs().max().clamp_min(1.0)
 
 
-def test_without_an_initial_state_the_state_starts_at_zero():
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+@pytest.mark.parametrize("kind", TWINS)
+def test_without_an_initial_state_the_state_starts_at_zero(kind, layout, dtype, tolerance):
+    """The kernel skips the zero state's products (its first step, its share of dL/dW_hh)."""
     torch.manual_seed(0)
-    kernel, torch_gru = GRU(2, 8, batch_first=True), nn.GRU(2, 8, batch_first=True)
-    torch_gru.load_state_dict(kernel.state_dict())
-    x = torch.randn(4, 30, 2)
-    assert torch.allclose(kernel(x)[0], torch_gru(x)[0], atol=1e-6)
+    ours, theirs = TWINS[kind]
+    kernel = ours(2, 8, **{"batch_first": True, **LAYOUTS[layout]}).to(dtype)
+    torch_layer = theirs(2, 8, **{"batch_first": True, **LAYOUTS[layout]}).to(dtype)
+    torch_layer.load_state_dict(kernel.state_dict())
+    x = torch.randn(4, 30, 2, dtype=dtype) if kernel.batch_first else torch.randn(30, 4, 2, dtype=dtype)
+
+    def without_state(layer):
+        inputs = x.clone().requires_grad_()
+        out, h_n = layer(inputs)
+        loss = (out * torch.linspace(-1.0, 1.0, out.shape[-1], dtype=dtype)).sum() + h_n.pow(2).sum()
+        return [out, h_n, *torch.autograd.grad(loss, [inputs, *layer.parameters()])]
+
+    for a, b in zip(without_state(kernel), without_state(torch_layer), strict=True):
+        assert (a - b).abs().max() <= tolerance * b.abs().max().clamp_min(1.0)
+    assert kernel.last_impl == "kernel"
 
 
 def test_dropout_acts_between_layers_in_training_only():

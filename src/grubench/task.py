@@ -108,7 +108,12 @@ class SequenceTask(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        return build(OmegaConf.create(self.hparams.optim), "optim", params=self.model.parameters())
+        optim = OmegaConf.create(self.hparams.optim)
+        if optim.get("fused") and "mixed" in str(self.trainer.precision):
+            # Lightning's mixed precision unscales the gradients itself before clipping them and
+            # refuses an optimiser that would do it again (a fused one): the update runs unfused.
+            optim.fused = False
+        return build(optim, "optim", params=self.model.parameters())
 
 
 def plain(config: Mapping[str, Any] | DictConfig) -> dict:

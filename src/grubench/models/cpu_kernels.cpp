@@ -261,13 +261,26 @@ std::pair<at::Tensor, at::Tensor> input_gradients(const std::vector<at::Tensor>&
   return {at::cat(dw), dx};
 }
 
+// The recurrent weights' gradient over all steps, sum_t d gh_t^T h_{t-1}: states [T + 1, B, H]
+// (h_0 .. h_T), dgh [T * B, G H] time first -> [G H, H]. A zero h_0 adds nothing: its step is
+// left out.
+at::Tensor recurrent_gradient(const at::Tensor& states, const at::Tensor& dgh, const at::Tensor& w_hh,
+                              bool zero_h0) {
+  const int64_t T = states.size(0) - 1, B = states.size(1), H = states.size(2), first = zero_h0 ? 1 : 0;
+  if (T == first) return at::zeros_like(w_hh);
+  const auto h = states.narrow(0, first, T - first).reshape({(T - first) * B, H});
+  // (a^T b)^T, as in input_gradients
+  return at::mm(h.t(), dgh.narrow(0, first * B, (T - first) * B)).t().contiguous();
+}
+
 }  // namespace
 
-// x [B, T, F] and h0 [B, H] contiguous, torch's weights of one layer and direction ->
-// states [T + 1, B, H] (h_0 .. h_T, time first), gates [T, 3, B, H] (r, z, n), ghn [T, B, H].
+// x [B, T, F] and h0 [B, H] contiguous (zero_h0: h0 is zeros, so its matmul is skipped), torch's
+// weights of one layer and direction -> states [T + 1, B, H] (h_0 .. h_T, time first), gates
+// [T, 3, B, H] (r, z, n), ghn [T, B, H].
 std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
                                 const at::Tensor& w_hh, const at::Tensor& b_ih,
-                                const at::Tensor& b_hh) {
+                                const at::Tensor& b_hh, bool zero_h0) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;   // called from an autograd.Function
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
   const auto gi = at::addmm(b_ih, x.view({B * T, F}), w_ih.t());  // [B * T, 3H]
@@ -282,7 +295,10 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h0, c
     scalar_t* h = states.data_ptr<scalar_t>();
     scalar_t* r = gates.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t, h += B * H, r += 3 * B * H) {
-      at::addmm_out(gh, b_hh, states[t], w_hh_t);
+      if (t == 0 && zero_h0)
+        gh.copy_(b_hh.expand({B, 3 * H}));
+      else
+        at::addmm_out(gh, b_hh, states[t], w_hh_t);
       gru_step<scalar_t>(B, T, H, gi_p + t * 3 * H, gh.data_ptr<scalar_t>(), h, r, r + B * H,
                          r + 2 * B * H, ghn.data_ptr<scalar_t>() + t * B * H, h + B * H);
     }
@@ -291,11 +307,11 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h0, c
 }
 
 // grad_out [T, B, H] contiguous (dL/dh_t for t = 1..T, time first) and what forward returned ->
-// (dx [B, T, F] or undefined, dh0 [B, H], dw_ih, dw_hh, db_ih, db_hh).
+// (dx [B, T, F] or undefined, dh0 [B, H] or undefined, dw_ih, dw_hh, db_ih, db_hh).
 std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                                  const at::Tensor& states, const at::Tensor& gates,
-                                 const at::Tensor& ghn, bool need_dx) {
+                                 const at::Tensor& ghn, bool need_dx, bool need_dh0, bool zero_h0) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), H = states.size(2);
   auto dgh = at::empty({T, B, 3 * H}, x.options());
@@ -313,19 +329,22 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
                                   carried.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>() + t * B * 3 * H,
                                   dgi_n.data_ptr<scalar_t>() + t * B * H, direct.data_ptr<scalar_t>(),
                                   db_ih.data_ptr<scalar_t>(), db_hn.data_ptr<scalar_t>());
-      at::addmm_out(carried, direct, dgh[t], w_hh);
+      if (t > 0 || need_dh0) at::addmm_out(carried, direct, dgh[t], w_hh);
     }
   });
   const auto dgh2 = dgh.view({T * B, 3 * H});
-  auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
+  auto dw_hh = recurrent_gradient(states, dgh2, w_hh, zero_h0);
   // d gi = [d gh's r and z blocks, dn'], in place of a copy of them
   auto [dw_ih, dx] = input_gradients({dgh2.narrow(1, 0, 2 * H), dgi_n.view({T * B, H})}, x, w_ih, need_dx);
-  return {dx, carried, dw_ih, dw_hh, db_ih, at::cat({db_ih.narrow(0, 0, 2 * H), db_hn})};
+  return {dx, need_dh0 ? carried : at::Tensor(), dw_ih, dw_hh, db_ih,
+          at::cat({db_ih.narrow(0, 0, 2 * H), db_hn})};
 }
 
-// x [B, T, F] and h0 [B, H] contiguous, torch's RNN weights -> states [T + 1, B, H].
+// x [B, T, F] and h0 [B, H] contiguous (zero_h0 as gru_forward), torch's RNN weights -> states
+// [T + 1, B, H].
 at::Tensor rnn_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
-                       const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh) {
+                       const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh,
+                       bool zero_h0) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
   const auto gi = at::addmm(b_ih, x.view({B * T, F}), w_ih.t());  // [B * T, H]
@@ -335,17 +354,21 @@ at::Tensor rnn_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tens
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       auto h = states[t + 1];
-      at::addmm_out(h, b_hh, states[t], w_hh_t);
+      if (t == 0 && zero_h0)
+        h.copy_(b_hh.expand({B, H}));
+      else
+        at::addmm_out(h, b_hh, states[t], w_hh_t);
       rnn_step<scalar_t>(B, T, H, gi.data_ptr<scalar_t>() + t * H, h.data_ptr<scalar_t>());
     }
   });
   return states;
 }
 
-// grad_out [T, B, H] contiguous and the states -> (dx or undefined, dh0, dw_ih, dw_hh, db_ih, db_hh).
+// grad_out [T, B, H] contiguous and the states -> (dx or undefined, dh0 or undefined, dw_ih, dw_hh,
+// db_ih, db_hh).
 std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                     const at::Tensor& states, bool need_dx) {
+                                     const at::Tensor& states, bool need_dx, bool need_dh0, bool zero_h0) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t B = x.size(0), T = x.size(1), H = states.size(2);
   auto dgh = at::empty({T, B, H}, x.options());
@@ -356,13 +379,13 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& grad_out, const at::Tenso
       rnn_step_backward<scalar_t>(B, H, grad_out.data_ptr<scalar_t>() + t * B * H,
                                   states.data_ptr<scalar_t>() + (t + 1) * B * H, carried.data_ptr<scalar_t>(),
                                   dgh.data_ptr<scalar_t>() + t * B * H, db.data_ptr<scalar_t>());
-      at::mm_out(carried, dgh[t], w_hh);
+      if (t > 0 || need_dh0) at::mm_out(carried, dgh[t], w_hh);
     }
   });
   const auto dgh2 = dgh.view({T * B, H});
-  auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
+  auto dw_hh = recurrent_gradient(states, dgh2, w_hh, zero_h0);
   auto [dw_ih, dx] = input_gradients({dgh2}, x, w_ih, need_dx);
-  return {dx, carried, dw_ih, dw_hh, db, db.clone()};
+  return {dx, need_dh0 ? carried : at::Tensor(), dw_ih, dw_hh, db, db.clone()};
 }
 
 // x [B, T, F] and c0 [B, H] contiguous, a JANET cell's weights -> states [T + 1, B, H] (c_0 .. c_T),
@@ -415,7 +438,7 @@ std::vector<at::Tensor> janet_backward(const at::Tensor& grad_out, const at::Ten
     }
   });
   const auto dgh2 = dgh.view({T * B, 2 * H});
-  auto dw_hh = at::mm(states.narrow(0, 0, T).reshape({T * B, H}).t(), dgh2).t().contiguous();
+  auto dw_hh = recurrent_gradient(states, dgh2, w_hh, false);
   auto [dw_ih, dx] = input_gradients({dgh2}, x, w_ih, need_dx);
   return {dx, carried, dw_ih, dw_hh, db};
 }

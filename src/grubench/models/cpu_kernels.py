@@ -98,35 +98,41 @@ def extension():
 
 
 class _GRULayer(torch.autograd.Function):
-    """One GRU layer, one direction: (x [B, T, F], h0 [B, H], w_ih, w_hh, b_ih, b_hh) -> the
-    states h_1 .. h_T, [T, B, H] (time first); backward through time in the kernel."""
+    """One GRU layer, one direction: (x [B, T, F], h0 [B, H], w_ih, w_hh, b_ih, b_hh, zero_h0:
+    h0 is zeros) -> the states h_1 .. h_T, [T, B, H] (time first); backward through time in the
+    kernel."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh):
-        states, gates, ghn = extension().gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, zero_h0):
+        states, gates, ghn = extension().gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, zero_h0)
         ctx.save_for_backward(x, w_ih, w_hh, states, gates, ghn)
+        ctx.zero_h0 = zero_h0
         return states[1:]
 
     @staticmethod
     def backward(ctx, grad):
         x, w_ih, w_hh, states, gates, ghn = ctx.saved_tensors
-        return tuple(extension().gru_backward(grad.contiguous(), x, w_ih, w_hh, states, gates, ghn,
-                                              ctx.needs_input_grad[0]))
+        grads = extension().gru_backward(grad.contiguous(), x, w_ih, w_hh, states, gates, ghn,
+                                         *ctx.needs_input_grad[:2], ctx.zero_h0)
+        return (*grads, None)
 
 
 class _RNNLayer(torch.autograd.Function):
     """One RNN (tanh) layer, one direction, as `_GRULayer`."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh):
-        states = extension().rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, zero_h0):
+        states = extension().rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, zero_h0)
         ctx.save_for_backward(x, w_ih, w_hh, states)
+        ctx.zero_h0 = zero_h0
         return states[1:]
 
     @staticmethod
     def backward(ctx, grad):
         x, w_ih, w_hh, states = ctx.saved_tensors
-        return tuple(extension().rnn_backward(grad.contiguous(), x, w_ih, w_hh, states, ctx.needs_input_grad[0]))
+        grads = extension().rnn_backward(grad.contiguous(), x, w_ih, w_hh, states, *ctx.needs_input_grad[:2],
+                                         ctx.zero_h0)
+        return (*grads, None)
 
 
 class _JANETLayer(torch.autograd.Function):
@@ -224,6 +230,7 @@ class _KernelLayer(nn.RNNBase):
         kernel = KERNELS[self.mode]
         x = input if self.batch_first else input.transpose(0, 1)
         B, D, H = x.shape[0], 2 if self.bidirectional else 1, self.hidden_size
+        zero_h0 = hx is None
         if hx is None:
             hx = x.new_zeros(self.num_layers * D, B, H)
         else:
@@ -238,7 +245,8 @@ class _KernelLayer(nn.RNNBase):
                 biases = ([getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")] if self.bias
                           else [zero, zero])
                 seq = (x.flip(1) if direction else x).contiguous()
-                out = kernel.apply(seq, hx[index * D + direction].contiguous(), *weights, *biases).transpose(0, 1)
+                out = kernel.apply(seq, hx[index * D + direction].contiguous(), *weights, *biases,
+                                   zero_h0).transpose(0, 1)
                 finals.append(out[:, -1])
                 outputs.append(out.flip(1) if direction else out)
             x = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
