@@ -16,16 +16,19 @@ from grubench.report.statistics import holm, paired, times_to_solve
 from grubench.report.verdicts import (
     BETTER,
     INCONCLUSIVE,
+    NOT_AFTER_HOLM,
     SUPPORTED,
     TIE,
     TOO_FEW_SEEDS,
     UNDERTRAINED,
     WORSE,
+    Comparison,
     c1,
     c2,
     c3,
     c4,
     c5,
+    decide,
     forget_gate_outcome,
 )
 from grubench.train import train
@@ -345,3 +348,12 @@ def test_measured_times_beside_the_counts_come_from_kernels_of_the_same_kind(sto
     assert any(line.startswith("Measured step time gru/lstm (cpu, batch 64, length 100, median of 3 round(s)") and
                "H 256: 1.48" in line for line in lines), lines
     assert any("gru_doc/lstm_eq" in line and "H 256: 0.84" in line for line in lines), lines
+
+
+def test_an_effect_significant_alone_but_not_over_the_claims_settings_says_so():
+    def comparison(p):
+        return Comparison("C1", "adding T=100", "adding", "lstm", "rnn", True, {}, "paired t", "", p=p, direction=1)
+
+    clear, alone, weak = comparison(0.001), comparison(0.04), comparison(0.3)
+    decide([clear, alone, weak])   # Holm: 0.001 <= 0.05 / 3; 0.04 > 0.05 / 2
+    assert [clear.outcome, alone.outcome, weak.outcome] == [BETTER, NOT_AFTER_HOLM, TOO_FEW_SEEDS]

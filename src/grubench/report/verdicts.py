@@ -22,6 +22,8 @@ and the setting ends
                                   field reports (MNIST-1D: 91%); the row says how far
       (too few seeds)      neither a difference nor an equivalence could be shown: more seeds,
                            or a wider margin than the one declared, would be needed
+      (too few seeds for Holm's correction)  significant alone (p <= 0.05), not over the claim's
+                           several settings: its interval may exclude zero and still decide nothing
       (explodes)           C2: a model's gradient grows with the distance: it does not vanish,
                            and an exploding model never counts as vanishing less
 
@@ -74,6 +76,7 @@ BETTER, WORSE, TIE = "better", "worse", "tie"
 DECISIVE = (BETTER, WORSE, TIE)
 UNDERTRAINED = "inconclusive (undertrained)"
 TOO_FEW_SEEDS = "inconclusive (too few seeds)"
+NOT_AFTER_HOLM = "inconclusive (too few seeds for Holm's correction)"
 SOLVED_SHARE = 2 / 3  # C1's memory length: solved in at least this share of the seeds
 
 MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}  # as the claims write them
@@ -272,6 +275,8 @@ def decide(comparisons: list[Comparison]) -> None:
             c.outcome = BETTER if c.direction > 0 else WORSE
         elif same_within:
             c.outcome = TIE
+        elif c.direction and c.p <= 0.05:
+            c.outcome = NOT_AFTER_HOLM
         else:
             c.outcome = TOO_FEW_SEEDS
 
