@@ -88,12 +88,13 @@ def extension():
             if not source.exists():
                 shutil.copyfile(SOURCE, source)
             if not any(build.glob("*.so")):
-                log.warning("building grubench's CPU GRU and RNN kernels (once per machine and torch version, about 40 s)")
+                log.warning("building grubench's CPU kernels: GRU, RNN, JANET, minimal RNNs (once per machine and "
+                            "torch version, about 40 s)")
             return cpp_extension.load(name, [str(source)], extra_cflags=FLAGS, build_directory=str(build),
                                       verbose=False)
     except Exception as error:  # no compiler, a failed build: torch's layers run instead
         why = f"it could not be built ({first_line(error)[:200]})"
-        log.warning("grubench's CPU kernels: %s; torch's GRU and RNN run instead", why)
+        log.warning("grubench's CPU kernels: %s; torch's GRU and RNN (and the step loops) run instead", why)
         return why
 
 
