@@ -1,5 +1,5 @@
-"""grubench's CPU kernels (`grubench.models.GRU`, `RNN`): torch's GRU's and RNN's values and
-gradients within float32 rounding (1e-5; float64 1e-12) through stacks, both directions, a given
+"""grubench's CPU kernels (`grubench.models.GRU`, `LSTM`, `RNN`): torch's GRU's, LSTM's and RNN's
+values and gradients within float32 rounding (1e-5; float64 1e-12) through stacks, both directions, a given
 initial state, time-first input and no biases; `impl` chooses, torch's layer runs where the kernel
 cannot, and a run records which ran."""
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from grubench.models import GRU, RNN, SequenceModel
+from grubench.models import GRU, LSTM, RNN, SequenceModel
 from grubench.models.cpu_kernels import extension
 from grubench.spec import TaskSpec
 
@@ -21,17 +21,22 @@ LAYOUTS = {
 }
 
 
-def results(layer, x, h0):
-    """[out, h_n, dL/dx, dL/dh0, dL/d every parameter] for a loss that reads every output and
-    the final state with distinct weights."""
-    x, h0 = x.clone().requires_grad_(), h0.clone().requires_grad_()
-    out, h_n = layer(x, h0)
+def parts(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def results(layer, x, state):
+    """[out, final state (h_n, and c_n for the LSTM), dL/dx, dL/d initial state, dL/d every
+    parameter] for a loss that reads every output and the final state with distinct weights."""
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in parts(state))
+    out, final = layer(x, state if len(state) == 2 else state[0])
     weights = torch.linspace(-1.0, 1.0, out.shape[-1], dtype=out.dtype)
-    loss = (out * weights).sum() + (h_n.pow(2) * 0.7).sum()
-    return [out, h_n, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
+    loss = (out * weights).sum() + sum((s.pow(2) * scale).sum() for s, scale in zip(parts(final), (0.7, 0.3)))
+    return [out, *parts(final), *torch.autograd.grad(loss, [x, *state, *layer.parameters()])]
 
 
-TWINS = {"GRU": (GRU, nn.GRU), "RNN": (RNN, nn.RNN)}
+TWINS = {"GRU": (GRU, nn.GRU), "LSTM": (LSTM, nn.LSTM), "RNN": (RNN, nn.RNN)}
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=str)
@@ -49,7 +54,7 @@ def test_kernel_equals_torchs_layer_in_values_and_gradients(kind, layout, dtype,
     x = torch.randn(8, 40, 3, dtype=dtype)
     if not kernel.batch_first:
         x = x.transpose(0, 1)
-    h0 = torch.randn(kernel.num_layers * directions, 8, 16, dtype=dtype)
+    h0 = tuple(torch.randn(kernel.num_layers * directions, 8, 16, dtype=dtype) for _ in range(2 if kind == "LSTM" else 1))
     found, expected = results(kernel, x, h0), results(torch_gru, x, h0)
     assert kernel.last_impl == "kernel"
     for a, b in zip(found, expected, strict=True):
@@ -71,9 +76,9 @@ def test_without_an_initial_state_the_state_starts_at_zero(kind, layout, dtype, 
 
     def without_state(layer):
         inputs = x.clone().requires_grad_()
-        out, h_n = layer(inputs)
-        loss = (out * torch.linspace(-1.0, 1.0, out.shape[-1], dtype=dtype)).sum() + h_n.pow(2).sum()
-        return [out, h_n, *torch.autograd.grad(loss, [inputs, *layer.parameters()])]
+        out, final = layer(inputs)
+        loss = (out * torch.linspace(-1.0, 1.0, out.shape[-1], dtype=dtype)).sum() + sum(s.pow(2).sum() for s in parts(final))
+        return [out, *parts(final), *torch.autograd.grad(loss, [inputs, *layer.parameters()])]
 
     for a, b in zip(without_state(kernel), without_state(torch_layer), strict=True):
         assert (a - b).abs().max() <= tolerance * b.abs().max().clamp_min(1.0)
@@ -107,6 +112,9 @@ def test_torchs_gru_runs_where_the_kernel_cannot_and_the_layer_says_which_ran():
     fused = GRU(2, 8, batch_first=True, impl="fused")
     fused(x)
     assert fused.last_impl == "fused"
+    projected = LSTM(2, 8, proj_size=4, batch_first=True)
+    projected(x)
+    assert projected.last_impl == "fused"
 
 
 def test_impl_kernel_refuses_in_one_line_where_the_kernel_cannot_run():
@@ -129,7 +137,7 @@ def test_a_wrong_initial_state_is_refused_as_torch_refuses_it():
         layer(torch.randn(4, 10, 2), torch.zeros(1, 3, 8))
 
 
-@pytest.mark.parametrize("name, layer", [("gru", GRU), ("rnn", RNN)])
+@pytest.mark.parametrize("name, layer", [("gru", GRU), ("lstm", LSTM), ("lstm_chrono", LSTM), ("rnn", RNN)])
 def test_a_model_built_from_its_config_runs_the_kernel_and_records_it(name, layer):
     from grubench.config import build, model_config
 

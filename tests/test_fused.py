@@ -32,9 +32,9 @@ FUSED_CELLS = [LSTMCell, LSTMNoForgetCell, LSTMNoInputCell, LSTMNoOutputCell, LS
 
 
 def path_of(cell) -> str:
-    """What a Recurrent of `cell` records for its fused path: grubench's kernel for JANET and
-    the minimal RNNs."""
-    return "kernel" if cell in (JANETCell, MinGRUCell, MinLSTMCell) else "fused"
+    """What a Recurrent of `cell` records for its fused path on a CPU: grubench's kernel, but for
+    torch's GRU and RNN twins (torch.gru, torch.rnn_tanh)."""
+    return "fused" if cell in (TorchGRUCell, TorchRNNCell) else "kernel"
 
 
 def parts(state):
@@ -114,7 +114,7 @@ def test_auto_chooses_by_the_measured_table_and_records_what_ran():
         layer(x)
         name = getattr(cell, "func", cell).__name__
         chosen[f"{name} {hidden}"] = layer.last_impl
-    assert chosen == {"LSTMCell 256": "fused", "LSTMNoForgetCell 64": "fused", "LSTMNoForgetCell 128": "loop",
+    assert chosen == {"LSTMCell 256": "kernel", "LSTMNoForgetCell 64": "kernel", "LSTMNoForgetCell 128": "loop",
                       "TorchGRUCell 64": "fused", "TorchRNNCell 64": "loop", "GRUCell 64": "loop",
                       "JANETCell 64": "kernel"}
     assert fused.preferred(LSTMNoForgetCell(3, 256), "cuda") and fused.preferred(TorchRNNCell(3, 8), "cuda")

@@ -13,7 +13,7 @@ Columns (CSV; the printed table shows most of them):
     model device precision      the cell; precision as requested (Lightning's names)
     dtype                       dtype of the recurrent layer's output: what actually ran
     impl                        the recurrent layer's path that ran: fused, loop or scan
-                                (`Recurrent.last_impl`), kernel (grubench's CPU GRU); the grid's
+                                (`Recurrent.last_impl`), kernel (grubench's CPU kernels); the grid's
                                 `impl` sets it for every model with a choice of path, or per
                                 model ({gru: fused, gru_doc: loop}; null: each config's own, auto)
     batch seq_len hidden input_size

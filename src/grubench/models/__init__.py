@@ -29,7 +29,7 @@ from grubench.models.cells import (
     TorchLSTMCell,
     TorchRNNCell,
 )
-from grubench.models.cpu_kernels import GRU, RNN
+from grubench.models.cpu_kernels import GRU, LSTM, RNN
 from grubench.models.init import FusedLSTM
 from grubench.models.layers import Recurrent, copy_torch_weights
 from grubench.models.minimal import MinGRUCell, MinLSTMCell
@@ -41,6 +41,7 @@ __all__ = [
     "GRU",
     "GRUCell",
     "JANETCell",
+    "LSTM",
     "LSTMCell",
     "LSTMCoupledCell",
     "LSTMNoForgetCell",

@@ -1,4 +1,4 @@
-// torch.nn.GRU's and torch.nn.RNN's (tanh) equations, JANET's, and the minimal RNNs' linear
+// torch.nn.GRU's, torch.nn.LSTM's and torch.nn.RNN's (tanh) equations, JANET's, and the minimal RNNs' linear
 // recurrence, on a CPU, forward and backward through time, one layer and direction (grubench/models/cpu_kernels.py says why and how it is built).
 // Shapes: B batch, T steps, F input features, H units; GRU gate blocks in torch's order r, z, n.
 //
@@ -14,6 +14,15 @@
 //               d gh_t = [dr', dz', dn' r]   d gi_t = [dr', dz', dn'] (only dn' kept apart)
 //               dL/dh_{t-1} = d z + d gh_t W_hh                     (one matmul)
 //             then the weights' gradients over all steps at once (one matmul each).
+//
+// LSTM (torch's gate blocks i, f, g, o)
+//   forward   gi = x W_ih^T + b_ih; per step [a_i, a_f, a_g, a_o] = gi_t + h_{t-1} W_hh^T + b_hh
+//               i = sigmoid(a_i)  f = sigmoid(a_f)  g = tanh(a_g)  o = sigmoid(a_o)
+//               c_t = f c_{t-1} + i g     h_t = o tanh(c_t)
+//   backward  with dh = dL/dh_t (output's plus carried) and dc = dL/dc_t (carried):
+//               dc' = dc + dh o (1 - tanh(c_t)^2)
+//               d a = [dc' g i (1 - i), dc' c_{t-1} f (1 - f), dc' i (1 - g^2), dh tanh(c_t) o (1 - o)]
+//               dL/dh_{t-1} = d a W_hh    dL/dc_{t-1} = dc' f
 //
 // RNN (tanh)
 //   forward   gi = x W_ih^T + b_ih; per step h_t = tanh(gi_t + h_{t-1} W_hh^T + b_hh)
@@ -123,6 +132,70 @@ void gru_step_backward(int64_t B, int64_t H, const scalar_t* __restrict__ grad_o
       db_ih[H + j] += dz;
       db_ih[2 * H + j] += dn;
       db_hn[j] += dn * r[k];
+    }
+  }
+}
+
+// One step of the LSTM's elementwise work: from gi_t (row b at gi + b T 4H) and gh [B, 4H], the
+// gates i, f, g, o, tanh(c_t), c_t and h_t, each [B, H].
+template <typename scalar_t>
+void lstm_step(int64_t B, int64_t T, int64_t H, const scalar_t* __restrict__ gi,
+               const scalar_t* __restrict__ gh, const scalar_t* __restrict__ c_prev,
+               scalar_t* __restrict__ i, scalar_t* __restrict__ f, scalar_t* __restrict__ g,
+               scalar_t* __restrict__ o, scalar_t* __restrict__ tc, scalar_t* __restrict__ c,
+               scalar_t* __restrict__ h) {
+  using V = Vec<scalar_t>;
+  for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* xi = gi + b * T * 4 * H;
+    const scalar_t* hh = gh + b * 4 * H;
+    const int64_t k = b * H;
+    for (int64_t j = 0; j < H; j += V::size()) {
+      const int64_t m = std::min<int64_t>(V::size(), H - j);
+      const V iv = sigmoid(V::loadu(xi + j, m) + V::loadu(hh + j, m));
+      const V fv = sigmoid(V::loadu(xi + H + j, m) + V::loadu(hh + H + j, m));
+      const V gv = tanh_(V::loadu(xi + 2 * H + j, m) + V::loadu(hh + 2 * H + j, m));
+      const V ov = sigmoid(V::loadu(xi + 3 * H + j, m) + V::loadu(hh + 3 * H + j, m));
+      const V cv = fv * V::loadu(c_prev + k + j, m) + iv * gv;
+      const V tcv = tanh_(cv);
+      iv.store(i + k + j, m);
+      fv.store(f + k + j, m);
+      gv.store(g + k + j, m);
+      ov.store(o + k + j, m);
+      tcv.store(tc + k + j, m);
+      cv.store(c + k + j, m);
+      (ov * tcv).store(h + k + j, m);
+    }
+  }
+}
+
+// One step of the LSTM's backward pass: d a_t [B, 4H] (= d gi_t = d gh_t), dL/dc_{t-1} in place of
+// dL/dc_t in dc, and the biases' gradient added up in db [4H].
+template <typename scalar_t>
+void lstm_step_backward(int64_t B, int64_t H, const scalar_t* __restrict__ grad_out,
+                        const scalar_t* __restrict__ carried, scalar_t* __restrict__ dc,
+                        const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ i,
+                        const scalar_t* __restrict__ f, const scalar_t* __restrict__ g,
+                        const scalar_t* __restrict__ o, const scalar_t* __restrict__ tc,
+                        scalar_t* __restrict__ dgh, scalar_t* __restrict__ db) {
+  for (int64_t b = 0; b < B; ++b) {
+    scalar_t* da = dgh + b * 4 * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const int64_t k = b * H + j;
+      const scalar_t dh = carried[k] + grad_out[k];
+      const scalar_t dct = dc[k] + dh * o[k] * (1 - tc[k] * tc[k]);
+      const scalar_t di = dct * g[k] * i[k] * (1 - i[k]);
+      const scalar_t df = dct * c_prev[k] * f[k] * (1 - f[k]);
+      const scalar_t dg = dct * i[k] * (1 - g[k] * g[k]);
+      const scalar_t dout = dh * tc[k] * o[k] * (1 - o[k]);
+      da[j] = di;
+      da[H + j] = df;
+      da[2 * H + j] = dg;
+      da[3 * H + j] = dout;
+      dc[k] = dct * f[k];
+      db[j] += di;
+      db[H + j] += df;
+      db[2 * H + j] += dg;
+      db[3 * H + j] += dout;
     }
   }
 }
@@ -340,6 +413,70 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_out, const at::Tenso
           at::cat({db_ih.narrow(0, 0, 2 * H), db_hn})};
 }
 
+// x [B, T, F], h0 and c0 [B, H] contiguous (zero_h0: both are zeros), torch's LSTM weights of one
+// layer and direction -> hs and cs [T + 1, B, H] (h_0 .. h_T, c_0 .. c_T), gates [T, 4, B, H]
+// (i, f, g, o), tanh(c_t) [T, B, H].
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
+                                     const at::Tensor& b_hh, bool zero_h0) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const int64_t B = x.size(0), T = x.size(1), F = x.size(2), H = h0.size(1);
+  const auto gi = at::addmm(b_ih, x.view({B * T, F}), w_ih.t());  // [B * T, 4H]
+  auto hs = at::empty({T + 1, B, H}, x.options());
+  auto cs = at::empty({T + 1, B, H}, x.options());
+  hs[0].copy_(h0);
+  cs[0].copy_(c0);
+  auto gates = at::empty({T, 4, B, H}, x.options());
+  auto tcs = at::empty({T, B, H}, x.options());
+  auto gh = at::empty({B, 4 * H}, x.options());
+  const auto w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
+    const int64_t BH = B * H;
+    scalar_t* h = hs.data_ptr<scalar_t>();
+    scalar_t* c = cs.data_ptr<scalar_t>();
+    scalar_t* gate = gates.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t, h += BH, c += BH, gate += 4 * BH) {
+      if (t == 0 && zero_h0)
+        gh.copy_(b_hh.expand({B, 4 * H}));
+      else
+        at::addmm_out(gh, b_hh, hs[t], w_hh_t);
+      lstm_step<scalar_t>(B, T, H, gi.data_ptr<scalar_t>() + t * 4 * H, gh.data_ptr<scalar_t>(), c, gate,
+                          gate + BH, gate + 2 * BH, gate + 3 * BH, tcs.data_ptr<scalar_t>() + t * BH, c + BH,
+                          h + BH);
+    }
+  });
+  return {hs, cs, gates, tcs};
+}
+
+// grad_h [T, B, H] (dL/dh_t, time first) and grad_c [B, H] (dL/dc_T) contiguous, and what
+// lstm_forward returned -> (dx or undefined, dh0 or undefined, dc0, dw_ih, dw_hh, db_ih, db_hh).
+std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x,
+                                      const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& hs,
+                                      const at::Tensor& cs, const at::Tensor& gates, const at::Tensor& tcs,
+                                      bool need_dx, bool need_dh0, bool zero_h0) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const int64_t B = x.size(0), T = x.size(1), H = hs.size(2);
+  auto dgh = at::empty({T, B, 4 * H}, x.options());
+  auto carried = at::zeros({B, H}, x.options());
+  auto dc = grad_c.clone();
+  auto db = at::zeros({4 * H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
+    const int64_t BH = B * H;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* gate = gates.data_ptr<scalar_t>() + t * 4 * BH;
+      lstm_step_backward<scalar_t>(B, H, grad_h.data_ptr<scalar_t>() + t * BH, carried.data_ptr<scalar_t>(),
+                                   dc.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>() + t * BH, gate, gate + BH,
+                                   gate + 2 * BH, gate + 3 * BH, tcs.data_ptr<scalar_t>() + t * BH,
+                                   dgh.data_ptr<scalar_t>() + t * 4 * BH, db.data_ptr<scalar_t>());
+      if (t > 0 || need_dh0) at::mm_out(carried, dgh[t], w_hh);
+    }
+  });
+  const auto dgh2 = dgh.view({T * B, 4 * H});
+  auto dw_hh = recurrent_gradient(hs, dgh2, w_hh, zero_h0);
+  auto [dw_ih, dx] = input_gradients({dgh2}, x, w_ih, need_dx);
+  return {dx, need_dh0 ? carried : at::Tensor(), dc, dw_ih, dw_hh, db, db.clone()};
+}
+
 // x [B, T, F] and h0 [B, H] contiguous (zero_h0 as gru_forward), torch's RNN weights -> states
 // [T + 1, B, H].
 at::Tensor rnn_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
@@ -475,6 +612,8 @@ std::vector<at::Tensor> linear_backward(const at::Tensor& grad, const at::Tensor
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_forward", &gru_forward, "GRU layer forward (grubench/models/cpu_kernels.cpp)");
   m.def("gru_backward", &gru_backward, "GRU layer backward through time");
+  m.def("lstm_forward", &lstm_forward, "LSTM layer forward");
+  m.def("lstm_backward", &lstm_backward, "LSTM layer backward through time");
   m.def("rnn_forward", &rnn_forward, "RNN (tanh) layer forward");
   m.def("rnn_backward", &rnn_backward, "RNN (tanh) layer backward through time");
   m.def("janet_forward", &janet_forward, "JANET layer forward");

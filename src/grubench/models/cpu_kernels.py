@@ -1,20 +1,23 @@
-"""`GRU` and `RNN`: torch.nn.GRU and torch.nn.RNN whose training on a CPU runs grubench's
-kernels (cpu_kernels.cpp); `janet` and `linear_recurrence`, the kernels `Recurrent` runs JANET
-and the minimal RNNs on (models/fused.py).
+"""`GRU`, `LSTM` and `RNN`: torch.nn.GRU, torch.nn.LSTM and torch.nn.RNN whose training on a CPU
+runs grubench's kernels (cpu_kernels.cpp); `lstm`, `janet` and `linear_recurrence`, the kernels
+`Recurrent` runs the LSTM cells, JANET and the minimal RNNs on (models/fused.py).
 
 The equations are torch's (GRU gate blocks r, z, n, the reset gate after the recurrent matmul;
-the RNN with tanh), and JANETCell's (cells.py):
+LSTM gate blocks i, f, g, o; the RNN with tanh), and JANETCell's (cells.py):
 
     GRU   r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
           z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
           n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
           h_t = (1 - z_t) * n_t + z_t * h_{t-1}                      x [B, T, F], h [B, H]
+    LSTM  [i, f, g, o] = [sigmoid, sigmoid, tanh, sigmoid](W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+          c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
     RNN   h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
 
 Why kernels: on a CPU torch.gru and torch.rnn_tanh are loops of small ATen operations, each
 recorded by autograd and each a pass over memory (a GRU training step at batch 64, T = 50,
 H = 128, one thread: about 39 ms), and oneDNN's GRU and RNN, which would be faster, are not
-reachable from torch (only its LSTM is). A kernel computes every step's input terms in one
+reachable from torch (only its LSTM is; the kernel here is faster than it at the small studies'
+sizes, docs/models.md). A kernel computes every step's input terms in one
 matmul, one matmul per step forward and one backward (MKL, as torch's), the elementwise work in
 one pass per step, the backward pass through time written out (cpu_kernels.cpp gives its
 equations) and the weights' gradients in one matmul each at the end: about 25 ms for the same
@@ -25,7 +28,7 @@ It is compiled once per machine, torch version and source (torch.utils.cpp_exten
 C++ compiler torch's extensions use, about 40 s) into ~/.cache/grubench (or $XDG_CACHE_HOME);
 one process builds while the others wait. Where it cannot be built (no compiler) or cannot run
 (a GPU, autocast, half precision, packed sequences of unequal length, unbatched input, an RNN
-with relu), the layer runs torch's own; `impl` chooses, and `last_impl` says which ran
+with relu, an LSTM with a projection), the layer runs torch's own; `impl` chooses, and `last_impl` says which ran
 ("kernel" or "fused"; a run records it as the tag model/impl).
 """
 
@@ -136,6 +139,34 @@ class _RNNLayer(torch.autograd.Function):
         return (*grads, None)
 
 
+class _LSTMLayer(torch.autograd.Function):
+    """One LSTM layer, one direction: (x [B, T, F], h0 [B, H], c0 [B, H], w_ih, w_hh, b_ih, b_hh,
+    zero_h0: h0 and c0 are zeros) -> (h_1 .. h_T [T, B, H] (time first), c_T [B, H])."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, zero_h0):
+        hs, cs, gates, tanh_c = extension().lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, zero_h0)
+        ctx.save_for_backward(x, w_ih, w_hh, hs, cs, gates, tanh_c)
+        ctx.zero_h0 = zero_h0
+        return hs[1:], cs[-1]
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):
+        x, w_ih, w_hh, hs, cs, gates, tanh_c = ctx.saved_tensors
+        need_dx, need_dh0, need_dc0 = ctx.needs_input_grad[:3]
+        grads = extension().lstm_backward(grad_h.contiguous(), grad_c.contiguous(), x, w_ih, w_hh, hs, cs, gates,
+                                          tanh_c, need_dx, need_dh0 or need_dc0, ctx.zero_h0)
+        return (*grads, None)
+
+
+def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+         b_ih: torch.Tensor, b_hh: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """One LSTM layer and direction on the kernel, torch's weights: x [B, T, F], h0, c0 [B, H] ->
+    (outputs h_t [B, T, H], (h_T, c_T))."""
+    out, c_n = _LSTMLayer.apply(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh, False)
+    return out.transpose(0, 1), (out[-1], c_n)
+
+
 class _JANETLayer(torch.autograd.Function):
     """One layer of JANET cells (`grubench.models.JANETCell`), one direction: (x [B, T, F],
     c0 [B, H], weight_ih, weight_hh, bias, beta) -> c_1 .. c_T, [T, B, H] (time first)."""
@@ -192,12 +223,12 @@ def why_not_here(x: torch.Tensor) -> str | None:
     return built if isinstance(built, str) else None
 
 
-KERNELS = {"GRU": _GRULayer, "RNN_TANH": _RNNLayer}   # nn.RNNBase.mode -> its kernel
-GATES = {"GRU": 3, "RNN_TANH": 1}
+KERNELS = {"GRU": _GRULayer, "LSTM": _LSTMLayer, "RNN_TANH": _RNNLayer}   # nn.RNNBase.mode -> its kernel
+GATES = {"GRU": 3, "LSTM": 4, "RNN_TANH": 1}
 
 
 class _KernelLayer(nn.RNNBase):
-    """What `GRU` and `RNN` share: torch's layer (the same arguments, parameters and results)
+    """What `GRU`, `LSTM` and `RNN` share: torch's layer (the same arguments, parameters and results)
     that runs grubench's CPU kernel where `impl` lets it: "auto" (the kernel wherever it runs,
     torch's layer elsewhere), "kernel" (the kernel, or one clear error where it cannot run) or
     "fused" (torch's layer always: cuDNN on a GPU, ATen's loop on a CPU)."""
@@ -218,6 +249,8 @@ class _KernelLayer(nn.RNNBase):
             return "it takes sequences of equal length (not packed ones)"
         if input.dim() != 3:
             return "it takes batched input [B, T, F]"
+        if self.proj_size:
+            return "it has no projection (proj_size)"
         return why_not_here(input)
 
     def forward(self, input, hx=None):
@@ -231,12 +264,15 @@ class _KernelLayer(nn.RNNBase):
         kernel = KERNELS[self.mode]
         x = input if self.batch_first else input.transpose(0, 1)
         B, D, H = x.shape[0], 2 if self.bidirectional else 1, self.hidden_size
+        lstm = self.mode == "LSTM"
         zero_h0 = hx is None
         if hx is None:
-            hx = x.new_zeros(self.num_layers * D, B, H)
+            zeros = x.new_zeros(self.num_layers * D, B, H)
+            hx = (zeros, zeros) if lstm else zeros
         else:
             self.check_forward_args(input, hx, None)
-        finals = []
+        h0s, c0s = hx if lstm else (hx, None)
+        finals, final_cells = [], []
         for index in range(self.num_layers):
             outputs = []
             for direction in range(D):
@@ -246,15 +282,20 @@ class _KernelLayer(nn.RNNBase):
                 biases = ([getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")] if self.bias
                           else [zero, zero])
                 seq = (x.flip(1) if direction else x).contiguous()
-                out = kernel.apply(seq, hx[index * D + direction].contiguous(), *weights, *biases,
-                                   zero_h0).transpose(0, 1)
+                k = index * D + direction
+                if lstm:
+                    out, c_n = kernel.apply(seq, h0s[k].contiguous(), c0s[k].contiguous(), *weights, *biases, zero_h0)
+                    final_cells.append(c_n)
+                else:
+                    out = kernel.apply(seq, h0s[k].contiguous(), *weights, *biases, zero_h0)
+                out = out.transpose(0, 1)
                 finals.append(out[:, -1])
                 outputs.append(out.flip(1) if direction else out)
             x = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
             if self.dropout and self.training and index < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         out = x if self.batch_first else x.transpose(0, 1)
-        return out, torch.stack(finals)
+        return out, ((torch.stack(finals), torch.stack(final_cells)) if lstm else torch.stack(finals))
 
 
 class GRU(_KernelLayer, nn.GRU):
@@ -264,6 +305,15 @@ class GRU(_KernelLayer, nn.GRU):
         nn.GRU.__init__(self, *args, **kwargs)
         self._init_impl(impl)
 
+
+
+class LSTM(_KernelLayer, nn.LSTM):
+    """torch.nn.LSTM on grubench's CPU kernel where `impl` lets it and it has no projection
+    (`_KernelLayer`)."""
+
+    def __init__(self, *args, impl: str = "auto", **kwargs):
+        nn.LSTM.__init__(self, *args, **kwargs)
+        self._init_impl(impl)
 
 
 class RNN(_KernelLayer, nn.RNN):

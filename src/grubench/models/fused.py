@@ -1,6 +1,7 @@
-"""The cells that torch's fused kernels compute exactly, and how a `Recurrent` runs them there.
+"""The cells that a fused kernel computes exactly, and how a `Recurrent` runs them there.
 
-torch.lstm (oneDNN on a CPU, cuDNN on a GPU) computes, with blocks in the order i, f, g, o,
+The LSTM kernel (on a CPU grubench's, `cpu_kernels.lstm`; on a GPU torch.lstm, cuDNN; torch.lstm,
+oneDNN, on a CPU where grubench's cannot run) computes, with blocks in the order i, f, g, o,
 
     [i; f; g; o]_t = W x_t + U h_{t-1} + b_ih + b_hh         W [4H, F], U [4H, H]
     c_t = sigmoid(f_t) c_{t-1} + sigmoid(i_t) tanh(g_t)       h_t = sigmoid(o_t) tanh(c_t)
@@ -30,9 +31,11 @@ acts before the recurrent product) always runs the step loop.
 
 Faster is not always: `preferred` is `impl=auto`'s choice, a table made from
 `scripts/bench_cells.py --loop` (training steps, batch 64, one thread; docs/models.md has the
-numbers). On a GPU the fused kernel (cuDNN) always. On a CPU oneDNN's LSTM is faster than the
-loop for the four-gate cells at every size measured (H 64-256, T 30-200); a three-gate ablation
-pays there for a fourth, constant gate, which still wins at H = 64 and loses from H = 128 on;
+numbers). On a GPU the fused kernel (cuDNN) always. On a CPU the LSTM kernel (grubench's, and
+before it oneDNN's) is faster than the loop for the four-gate cells at every size measured (H
+64-256, T 30-200); a three-gate ablation pays there for a fourth, constant gate, which still wins
+at H = 64 and no longer from H = 128 on (grubench's kernel 48 ms against the loops' 54-57 at
+H 128, T 100; 150 against 141-143 at H 256);
 torch.gru is level with the loop; torch.rnn_tanh is no faster than the loop; grubench's kernels
 (JANET, the minimal RNNs) are faster than their loops at every size measured.
 """
@@ -109,6 +112,14 @@ def preferred(cell: Cell, device_type: str) -> bool:
     return kernel == "gru"
 
 
+def path(kernel: str, x: torch.Tensor) -> str:
+    """Whose kernel the fused path runs on `x`: "kernel" (grubench's: JANET's, the minimal RNNs',
+    and the LSTM's on a CPU) or "fused" (torch's)."""
+    if kernel in OWN or kernel == "lstm" and cpu_kernels.why_not_here(x) is None:
+        return "kernel"
+    return "fused"
+
+
 def lstm_params(cell: Cell) -> list[torch.Tensor]:
     """[W [4H, F], U [4H, H], b_ih [4H], b_hh [4H]] in torch's block order i, f, g, o, built from
     the cell's own parameters (the module docstring)."""
@@ -147,6 +158,8 @@ def run(cell: Cell, x: torch.Tensor, state: State, reverse: bool = False,
     elif kernel == "janet":
         out = cpu_kernels.janet(x, state, cell.weight_ih, cell.weight_hh, cell.bias, cell.beta)
         final = out[:, -1]
+    elif kernel == "lstm" and path(kernel, x) == "kernel":
+        out, final = cpu_kernels.lstm(x, *state, *lstm_params(cell))
     elif kernel == "lstm":
         h, c = state
         out, h_n, c_n = torch.lstm(x, (h.unsqueeze(0), c.unsqueeze(0)), lstm_params(cell),

@@ -17,7 +17,7 @@ Only the bias changes; weights keep their initialisation. torch's layers keep tw
 gate, b_ih and b_hh, which add: the chosen value goes to b_ih and the same block of b_hh is set
 to 0, so that b_ih + b_hh is the value and Keras' single bias (their sum) equals it exactly.
 
-`FusedLSTM` is torch's nn.LSTM (cuDNN on a GPU, oneDNN on a CPU) with this option; the cells of
+`FusedLSTM` is torch's nn.LSTM (cuDNN on a GPU, grubench's kernel on a CPU) with this option; the cells of
 `grubench.models.cells` with a forget gate take the same `forget_bias` (and `t_max`) arguments.
 
 `model.init` chooses the weights' initialisation for the whole model:
@@ -35,6 +35,8 @@ import math
 
 import torch
 from torch import nn
+
+from grubench.models.cpu_kernels import LSTM
 
 FORGET_BIAS_CHOICES = "null (torch's default), a number (1.0: Jozefowicz et al. 2015) or 'chrono'"
 INITS = ("torch", "keras")
@@ -76,14 +78,15 @@ def set_gate_biases(forget: torch.Tensor, input: torch.Tensor | None, forget_bia
         block.zero_()
 
 
-class FusedLSTM(nn.LSTM):
-    """torch.nn.LSTM with a choice of forget-gate bias (see the module docstring).
+class FusedLSTM(LSTM):
+    """torch.nn.LSTM (on grubench's CPU kernel where it runs: `grubench.models.LSTM`) with a choice
+    of forget-gate bias (see the module docstring).
 
     Args:
         forget_bias: None (torch's initialisation), a number, or "chrono".
         t_max: the longest dependency for chrono; None: `seq_len`.
         seq_len: the task's sequence length (`SequenceModel` passes it).
-        *args, **kwargs: as torch.nn.LSTM (input_size, hidden_size, num_layers, ...).
+        *args, **kwargs: as torch.nn.LSTM (input_size, hidden_size, num_layers, ...), and `impl`.
 
     Gate blocks are torch's i, f, g, o; for every layer and direction, bias_ih's f block gets the
     value and bias_hh's f block 0 (chrono: the i blocks too, with -b_f).

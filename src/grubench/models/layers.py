@@ -184,7 +184,7 @@ class Recurrent(nn.Module):
         if not self.batch_first:
             x = x.transpose(0, 1)
         if use_fused:
-            self.last_impl = "kernel" if kernel in fused.OWN else "fused"
+            self.last_impl = fused.path(kernel, x)
         else:
             self.last_impl = "scan" if use_scan else "loop"
         if isinstance(finals[0], tuple):
