@@ -10,7 +10,7 @@
 #        seeds 0 and 1 of every setting first, the presets taking turns), two jobs at a time on a
 #        2-core CPU (hydra/launcher=pack, one thread each); then the bench's kernels of the same
 #        kind side by side (grid=claims, 2 rounds: the times C3 and C5 show beside their counts);
-#        40 minutes on a quiet 2-core CPU (docs/claims.md). C2, C3 and C5 read the C1 studies' runs.
+#        18 minutes on a quiet 2-core CPU (docs/claims.md). C2, C3 and C5 read the C1 studies' runs.
 # full:  sized for one GPU, closer to the papers' settings.
 # Runs go to $MLFLOW_TRACKING_URI, else ./mlflow.db; the report to ./report-<scale>/.
 # Failed jobs do not stop the others; the script then exits non-zero.
