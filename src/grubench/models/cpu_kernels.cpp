@@ -1,5 +1,6 @@
-// torch.nn.GRU's, torch.nn.LSTM's and torch.nn.RNN's (tanh) equations, JANET's, and the minimal RNNs' linear
-// recurrence, on a CPU, forward and backward through time, one layer and direction (grubench/models/cpu_kernels.py says why and how it is built).
+// torch.nn.GRU's, torch.nn.LSTM's and torch.nn.RNN's (tanh) equations, JANET's, and the minimal
+// RNNs' linear recurrence, on a CPU, forward and backward through time, one layer and direction
+// (grubench/models/cpu_kernels.py says why and how it is built).
 // Shapes: B batch, T steps, F input features, H units; GRU gate blocks in torch's order r, z, n.
 //
 // GRU

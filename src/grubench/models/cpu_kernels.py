@@ -14,15 +14,15 @@ LSTM gate blocks i, f, g, o; the RNN with tanh), and JANETCell's (cells.py):
     RNN   h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
 
 Why kernels: on a CPU torch.gru and torch.rnn_tanh are loops of small ATen operations, each
-recorded by autograd and each a pass over memory (a GRU training step at batch 64, T = 50,
-H = 128, one thread: about 39 ms), and oneDNN's GRU and RNN, which would be faster, are not
-reachable from torch (only its LSTM is; the kernel here is faster than it at the small studies'
-sizes, docs/models.md). A kernel computes every step's input terms in one
-matmul, one matmul per step forward and one backward (MKL, as torch's), the elementwise work in
-one pass per step, the backward pass through time written out (cpu_kernels.cpp gives its
-equations) and the weights' gradients in one matmul each at the end: about 25 ms for the same
-step (docs/models.md has the table). Values and gradients equal torch's layers within float32
-rounding (tests/test_cpu_kernels.py: 1e-5; float64: 1e-12).
+recorded by autograd and each a pass over memory (a GRU layer's forward and backward at batch
+64, T = 100, H = 128, one thread: about 67 ms), and oneDNN's GRU and RNN, which would be faster,
+are not reachable from torch (only its LSTM is; the kernel here is faster than it at the small
+studies' sizes). A kernel computes every step's input terms in one matmul, one matmul per step
+forward and one backward (MKL, as torch's), the elementwise work in one vectorised pass per step,
+the backward pass through time written out (cpu_kernels.cpp gives its equations) and the
+weights' gradients in one matmul each at the end: about 30 ms for the same GRU (docs/models.md
+has the tables). Values and gradients equal torch's layers within float32 rounding
+(tests/test_cpu_kernels.py: 1e-5; float64: 1e-12).
 
 It is compiled once per machine, torch version and source (torch.utils.cpp_extension, with the
 C++ compiler torch's extensions use, about 40 s) into ~/.cache/grubench (or $XDG_CACHE_HOME);

@@ -26,18 +26,18 @@ kernel (`cpu_kernels.janet`: its equations, forward and backward through time in
 run records as the path "kernel"; on a GPU the step loop. So do the minimal RNNs (minGRU, minLSTM):
 their step h_t = a_t h_{t-1} + b_t has a_t and b_t from the input alone, computed for all steps
 at once as the step computes them (`MinimalCell.terms`), then the recurrence in C++
-(`cpu_kernels.linear_recurrence`); on a GPU their scan (`Recurrent`'s `parallel`). The document's GRU (its reset gate
-acts before the recurrent product) always runs the step loop.
+(`cpu_kernels.linear_recurrence`); on a GPU their scan (`Recurrent`'s `parallel`). The
+document's GRU (its reset gate acts before the recurrent product) always runs the step loop.
 
 Faster is not always: `preferred` is `impl=auto`'s choice, a table made from
 `scripts/bench_cells.py --loop` (training steps, batch 64, one thread; docs/models.md has the
 numbers). On a GPU the fused kernel (cuDNN) always. On a CPU the LSTM kernel (grubench's, and
 before it oneDNN's) is faster than the loop for the four-gate cells at every size measured (H
-64-256, T 30-200); a three-gate ablation pays there for a fourth, constant gate, which still wins
-at H = 64 and no longer from H = 128 on (grubench's kernel 48 ms against the loops' 54-57 at
-H 128, T 100; 150 against 141-143 at H 256);
-torch.gru is level with the loop; torch.rnn_tanh is no faster than the loop; grubench's kernels
-(JANET, the minimal RNNs) are faster than their loops at every size measured.
+64-256, T 30-200); a three-gate ablation pays there for a fourth, constant gate: with oneDNN's
+kernel that lost from H = 128 on, and `auto` keeps the loop there (with grubench's, H 128, T 100:
+48 ms against the loops' 54-57; H 256: 150 against 141-143); torch.gru is level with the loop;
+torch.rnn_tanh is no faster than the loop; grubench's kernels (JANET, the minimal RNNs) are faster
+than their loops at every size measured.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ OWN = ("janet", "linear")   # grubench's CPU kernels (cpu_kernels); the others a
 
 
 def kernel_of(cell: Cell) -> str | None:
-    """The fused kernel that computes `cell` exactly ("lstm", "gru", "rnn_tanh", "janet"), None if none.
+    """The fused kernel that computes `cell` exactly ("lstm", "gru", "rnn_tanh", "janet", "linear"),
+    None if none.
     Exact classes only: a subclass may change the equations."""
     return KERNELS.get(type(cell))
 
